@@ -1,0 +1,30 @@
+"""Install hiera_video: `pip install -e ".[test]"`."""
+from setuptools import find_packages, setup
+
+setup(
+    name="hiera_video",
+    version="0.1.0",
+    description="Video action recognition and detection with the 3D Hiera transformer: "
+    "MAE pretraining, Kinetics/SSv2 fine-tuning, AVA detection, Slurm launching.",
+    packages=find_packages(include=["hiera_video", "hiera_video.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "pytorchvideo>=0.1.5",
+        "decord>=0.6.0",
+        "fvcore>=0.1.5.post20221221",
+        "iopath>=0.1.9",
+        "simplejson>=3.17",
+        "av>=10.0",
+        "submitit>=1.5",
+        "numpy>=1.23",
+        "tensorboard>=2.12",
+        "tqdm>=4.64",
+        "matplotlib>=3.6",
+    ],
+    extras_require={
+        "test": ["pytest>=7.4", "scikit-video>=1.1.11", "hiera-transformer==0.1.4"],
+        "benchmark": ["hiera-transformer==0.1.4", "py-spy>=0.3"],
+    },
+)
