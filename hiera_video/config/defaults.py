@@ -1,0 +1,220 @@
+"""Every configuration key of hiera_video, with its default and a one-line comment.
+
+Names follow PySlowFast where it has them, so a PySlowFast user feels at home. Batch sizes are GLOBAL (over all
+processes of all machines); the code divides them by the world size.
+"""
+from fvcore.common.config import CfgNode
+
+_C = CfgNode()
+
+# ---------------------------------------------------------------------------------------------------------------
+# Top level
+# ---------------------------------------------------------------------------------------------------------------
+# What to optimise: "classification" (Kinetics/SSv2 fine-tuning), "mae" (masked pretraining) or "detection" (AVA).
+_C.TASK = "classification"
+# Accelerators per machine: 0 runs on the CPU; N > 0 starts N processes per machine, one per CUDA device.
+_C.NUM_GPUS = 0
+# CPU processes per machine when NUM_GPUS is 0 (gloo); 1 = plain single process.
+_C.NUM_CPU_PROCS = 1
+# Machines in the job and this machine's index (manual multi-node launches with --init_method).
+_C.NUM_SHARDS = 1
+_C.SHARD_ID = 0
+# Base random seed: each rank and each data worker derives its own seed from it.
+_C.RNG_SEED = 0
+# Where checkpoints, logs and results go.
+_C.OUTPUT_DIR = "./output"
+# Iterations between json_stats lines during training.
+_C.LOG_PERIOD = 10
+# Minutes a collective may wait before the run fails (a dead rank fails the job instead of hanging it).
+_C.DIST_TIMEOUT_MINUTES = 30.0
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------------------------
+_C.MODEL = CfgNode()
+# Named constructor (see hiera_video.models.list_models()), e.g. hiera_large_16x224 or mae_hiera_large_16x224.
+_C.MODEL.ARCH = "hiera_base_16x224"
+# Number of classes of the classification / detection head.
+_C.MODEL.NUM_CLASSES = 400
+# Dropout before the classification head.
+_C.MODEL.DROPOUT_RATE = 0.0
+
+# Overrides of the constructor's hyper-parameters; an empty list / -1 keeps the constructor's value.
+_C.HIERA = CfgNode()
+_C.HIERA.EMBED_DIM = -1  # channels of the first stage
+_C.HIERA.NUM_HEADS = -1  # attention heads of the first stage
+_C.HIERA.STAGES = []  # blocks per stage, e.g. [2, 6, 36, 4]
+_C.HIERA.Q_POOL = -1  # number of stage transitions that pool the query
+_C.HIERA.Q_STRIDE = []  # pooling stride (t, h, w) at each transition
+_C.HIERA.MASK_UNIT_SIZE = []  # mask unit in tokens (t, h, w)
+_C.HIERA.MASK_UNIT_ATTN = []  # per stage: attention inside mask units (True) or global (False)
+_C.HIERA.PATCH_KERNEL = []  # stem convolution kernel (t, h, w)
+_C.HIERA.PATCH_STRIDE = []  # stem convolution stride (t, h, w)
+_C.HIERA.PATCH_PADDING = []  # stem convolution padding (t, h, w)
+_C.HIERA.MLP_RATIO = -1.0  # MLP hidden width / block width
+_C.HIERA.DROP_PATH_RATE = 0.0  # stochastic depth at the last block (linear from 0)
+
+# Masked autoencoder pretraining (TASK "mae").
+_C.MAE = CfgNode()
+# Fraction of mask units hidden from the encoder.
+_C.MAE.MASK_RATIO = 0.9
+# Reconstruction target: "pixel" (per-patch normalised pixels) or "hog" (MaskFeat-style gradient histograms).
+_C.MAE.TARGET = "pixel"
+# Decoder width, depth and heads (-1 keeps the constructor's value).
+_C.MAE.DECODER_EMBED_DIM = -1
+_C.MAE.DECODER_DEPTH = -1
+_C.MAE.DECODER_NUM_HEADS = -1
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------------------------
+_C.TRAIN = CfgNode()
+_C.TRAIN.ENABLE = True
+# Dataset name: kinetics, ssv2 or ava.
+_C.TRAIN.DATASET = "kinetics"
+# Global batch size (all processes together).
+_C.TRAIN.BATCH_SIZE = 64
+# Epochs between validation passes (0 disables validation).
+_C.TRAIN.EVAL_PERIOD = 1
+# Epochs between checkpoints; the last epoch is always saved.
+_C.TRAIN.CHECKPOINT_PERIOD = 1
+# Iterations between mid-epoch checkpoints (0: only at epoch ends and on preemption).
+_C.TRAIN.CHECKPOINT_ITER_PERIOD = 0
+# Mid-epoch checkpoints to keep (older ones are deleted; epoch checkpoints are always kept).
+_C.TRAIN.KEEP_ITER_CHECKPOINTS = 2
+# Resume from the newest checkpoint in OUTPUT_DIR/checkpoints when there is one.
+_C.TRAIN.AUTO_RESUME = True
+# Weights to start from when not resuming: an official Hiera file, an MAE checkpoint, or one of ours.
+_C.TRAIN.CHECKPOINT_FILE_PATH = ""
+# Start at epoch 0 with a fresh optimizer after loading CHECKPOINT_FILE_PATH (fine-tuning).
+_C.TRAIN.CHECKPOINT_EPOCH_RESET = True
+# Automatic mixed precision on CUDA (ignored on the CPU).
+_C.TRAIN.MIXED_PRECISION = True
+# AMP dtype: "bfloat16" or "float16" (float16 uses a gradient scaler).
+_C.TRAIN.AMP_DTYPE = "bfloat16"
+# Micro-batches accumulated per optimiser step (the global batch is split over them).
+_C.TRAIN.ACCUM_ITER = 1
+
+# ---------------------------------------------------------------------------------------------------------------
+# Testing
+# ---------------------------------------------------------------------------------------------------------------
+_C.TEST = CfgNode()
+_C.TEST.ENABLE = True
+_C.TEST.DATASET = "kinetics"
+# Global number of VIDEOS per validation / test batch; in testing each brings all its views
+# (NUM_ENSEMBLE_VIEWS x NUM_SPATIAL_CROPS clips), decoded once.
+_C.TEST.BATCH_SIZE = 8
+# Weights to test; empty: the newest checkpoint in OUTPUT_DIR, else TRAIN.CHECKPOINT_FILE_PATH.
+_C.TEST.CHECKPOINT_FILE_PATH = ""
+# Temporal views per video.
+_C.TEST.NUM_ENSEMBLE_VIEWS = 10
+# Spatial crops per temporal view (1 = centre, 3 = left/centre/right).
+_C.TEST.NUM_SPATIAL_CROPS = 3
+# How view scores combine per video: "sum" or "max".
+_C.TEST.ENSEMBLE_METHOD = "sum"
+# Per-video predictions file, relative to OUTPUT_DIR (empty: test_predictions.csv).
+_C.TEST.SAVE_RESULTS_PATH = ""
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------------------------
+_C.DATA = CfgNode()
+# Folder holding {train,val,test}.csv (Kinetics format) or the dataset's annotation files.
+_C.DATA.PATH_TO_DATA_DIR = ""
+# Prefix joined to every video path of the CSV files.
+_C.DATA.PATH_PREFIX = ""
+# Separator between path and label in the CSV files.
+_C.DATA.PATH_LABEL_SEPARATOR = " "
+# Write the built-in demo dataset into PATH_TO_DATA_DIR when it holds no CSV files.
+_C.DATA.DEMO_DATASET = False
+# Frames per clip and the stride between them (at TARGET_FPS).
+_C.DATA.NUM_FRAMES = 16
+_C.DATA.SAMPLING_RATE = 4
+# Frame rate the sampling rate refers to; videos at other rates are resampled in time.
+_C.DATA.TARGET_FPS = 30
+# Per-channel normalisation (RGB, in [0, 1] units).
+_C.DATA.MEAN = [0.45, 0.45, 0.45]
+_C.DATA.STD = [0.225, 0.225, 0.225]
+# Short-side jitter range for training (used when TRAIN_JITTER_SCALES_RELATIVE is empty).
+_C.DATA.TRAIN_JITTER_SCALES = [256, 320]
+# Random-resized-crop area range (relative); empty uses short-side jitter instead.
+_C.DATA.TRAIN_JITTER_SCALES_RELATIVE = [0.08, 1.0]
+# Random-resized-crop aspect ratio range.
+_C.DATA.TRAIN_JITTER_ASPECT_RELATIVE = [0.75, 1.3333]
+# Crop size for training (and the model's input size).
+_C.DATA.TRAIN_CROP_SIZE = 224
+# Crop size for validation and testing (the short side is resized to it).
+_C.DATA.TEST_CROP_SIZE = 224
+# Random horizontal flip in training.
+_C.DATA.RANDOM_FLIP = True
+# Decoder: "decord" (falls back to PyAV for files decord cannot open) or "pyav".
+_C.DATA.DECODING_BACKEND = "decord"
+# Stop with an error when more than this fraction of a split fails to decode.
+_C.DATA.MAX_BAD_FRACTION = 0.05
+
+_C.DATA_LOADER = CfgNode()
+# Decoding worker processes per training process.
+_C.DATA_LOADER.NUM_WORKERS = 4
+# Pinned host memory (only on CUDA).
+_C.DATA_LOADER.PIN_MEMORY = True
+
+# ---------------------------------------------------------------------------------------------------------------
+# Augmentation
+# ---------------------------------------------------------------------------------------------------------------
+_C.AUG = CfgNode()
+# RandAugment (same operation on every frame) and random erasing.
+_C.AUG.ENABLE = False
+_C.AUG.RAND_AUG_NUM_OPS = 2
+_C.AUG.RAND_AUG_MAGNITUDE = 9
+_C.AUG.RE_PROB = 0.25
+# Clips drawn from one decoded video per step (repeated sampling); the batch counts videos.
+_C.AUG.NUM_SAMPLE = 1
+# SSv2: flip and swap the labels of left/right template pairs.
+_C.AUG.SSV2_FLIP_SWAP = False
+
+_C.MIXUP = CfgNode()
+_C.MIXUP.ENABLE = False
+_C.MIXUP.ALPHA = 0.8
+_C.MIXUP.CUTMIX_ALPHA = 1.0
+# Probability of mixing a batch at all, and of CutMix instead of MixUp.
+_C.MIXUP.PROB = 1.0
+_C.MIXUP.SWITCH_PROB = 0.5
+# Label smoothing of the (mixed) targets; also used without mixup.
+_C.MIXUP.LABEL_SMOOTH_VALUE = 0.1
+
+# ---------------------------------------------------------------------------------------------------------------
+# Solver
+# ---------------------------------------------------------------------------------------------------------------
+_C.SOLVER = CfgNode()
+# Learning rate for a global batch of BASE_LR_BATCH; scaled linearly to the actual global batch.
+_C.SOLVER.BASE_LR = 1e-3
+_C.SOLVER.BASE_LR_BATCH = 256
+# "cosine" (after a linear warmup) or "constant".
+_C.SOLVER.LR_POLICY = "cosine"
+_C.SOLVER.COSINE_END_LR = 1e-6
+_C.SOLVER.WARMUP_EPOCHS = 5.0
+_C.SOLVER.WARMUP_START_LR = 1e-6
+_C.SOLVER.MAX_EPOCH = 100
+# "adamw" or "sgd".
+_C.SOLVER.OPTIMIZING_METHOD = "adamw"
+_C.SOLVER.BETAS = [0.9, 0.999]
+_C.SOLVER.MOMENTUM = 0.9
+# Weight decay (never applied to norms, biases and position embeddings).
+_C.SOLVER.WEIGHT_DECAY = 0.05
+# Layer-wise learning-rate decay for fine-tuning (1.0 disables it).
+_C.SOLVER.LAYER_DECAY = 1.0
+# Gradient clipping by global L2 norm (0 disables it).
+_C.SOLVER.CLIP_GRAD_L2NORM = 0.0
+
+# ---------------------------------------------------------------------------------------------------------------
+# Logging
+# ---------------------------------------------------------------------------------------------------------------
+_C.TENSORBOARD = CfgNode()
+_C.TENSORBOARD.ENABLE = True
+# Event-file folder, relative to OUTPUT_DIR.
+_C.TENSORBOARD.LOG_DIR = "tensorboard"
+
+
+def get_defaults() -> CfgNode:
+    """A fresh copy of the default configuration."""
+    return _C.clone()

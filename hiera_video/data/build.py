@@ -1,0 +1,59 @@
+"""Datasets by name, and the train / evaluation loaders built from the config for this process."""
+from __future__ import annotations
+
+from typing import Callable
+
+from fvcore.common.config import CfgNode
+from torch.utils.data import DataLoader, Dataset
+
+from hiera_video.data.kinetics import build_kinetics
+from hiera_video.data.loader import ResumableSampler, build_loader
+from hiera_video.engine.distributed import DistContext
+
+# Dataset name (TRAIN.DATASET / TEST.DATASET) -> builder(cfg, split).
+DATASETS: dict[str, Callable[[CfgNode, str], Dataset]] = {"kinetics": build_kinetics}
+
+
+def register_dataset(name: str, builder: Callable[[CfgNode, str], Dataset]) -> None:
+    """Makes `builder(cfg, split)` available as TRAIN.DATASET / TEST.DATASET `name`."""
+    DATASETS[name] = builder
+
+
+def build_dataset(cfg: CfgNode, split: str) -> Dataset:
+    """The `split` of the dataset named by TRAIN.DATASET (train, val) or TEST.DATASET (test)."""
+    name = cfg.TEST.DATASET if split == "test" else cfg.TRAIN.DATASET
+    if name not in DATASETS:
+        raise KeyError(f"Unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name](cfg, split)
+
+
+def per_process_batch(global_batch: int, world_size: int, accum_iter: int, key: str) -> int:
+    """Splits a global batch over processes and accumulation steps; errors say what to change."""
+    parts = world_size * accum_iter
+    if global_batch % parts:
+        raise ValueError(f"{key}={global_batch} must be divisible by world size {world_size} x TRAIN.ACCUM_ITER "
+                         f"{accum_iter} = {parts}; use a multiple of {parts}, e.g. {max(parts, global_batch - global_batch % parts)}")
+    return global_batch // parts
+
+
+def build_train_loader(cfg: CfgNode, ctx: DistContext, dataset: Dataset | None = None
+                       ) -> tuple[DataLoader, ResumableSampler]:
+    """Shuffled, padded, resumable loader of the training split; batches are micro-batches."""
+    dataset = dataset if dataset is not None else build_dataset(cfg, "train")
+    batch = per_process_batch(cfg.TRAIN.BATCH_SIZE, ctx.world_size, cfg.TRAIN.ACCUM_ITER, "TRAIN.BATCH_SIZE")
+    sampler = ResumableSampler(len(dataset), ctx.rank, ctx.world_size, shuffle=True, seed=cfg.RNG_SEED)
+    loader = build_loader(dataset, sampler, batch, cfg.DATA_LOADER.NUM_WORKERS, cfg.DATA_LOADER.PIN_MEMORY,
+                          drop_last=True)
+    if len(loader) == 0:
+        raise ValueError(f"The training split has {len(dataset)} videos, fewer than one batch per process "
+                         f"({batch} x {ctx.world_size} processes): lower TRAIN.BATCH_SIZE")
+    return loader, sampler
+
+
+def build_eval_loader(cfg: CfgNode, ctx: DistContext, split: str) -> DataLoader:
+    """In-order loader of `split` ("val" or "test"), sharded without padding so no video is counted twice."""
+    dataset = build_dataset(cfg, split)
+    batch = max(1, cfg.TEST.BATCH_SIZE // ctx.world_size)
+    sampler = ResumableSampler(len(dataset), ctx.rank, ctx.world_size, shuffle=False, seed=cfg.RNG_SEED, pad=False)
+    return build_loader(dataset, sampler, batch, cfg.DATA_LOADER.NUM_WORKERS, cfg.DATA_LOADER.PIN_MEMORY,
+                        drop_last=False)

@@ -1,0 +1,98 @@
+"""A dataset of labelled videos that turns each video into one or more clips, skipping files that fail to decode.
+
+Datasets (Kinetics, SSv2) differ in how they list videos and pick frame indices; decoding, the decode-once rule
+for several views, per-sample seeding and the bad-file policy live here once.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from hiera_video.data.loader import SampleKey
+from hiera_video.data.sampling import union_indices
+from hiera_video.data.video_io import VideoDecodeError, VideoReader, open_video
+
+logger = logging.getLogger(__name__)
+
+# Draws of a replacement sample before giving up on a batch slot: far more than any healthy split needs.
+MAX_REPLACEMENT_DRAWS = 50
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    """One labelled video: where it is (a file, a frame folder or a list of frame files) and its class."""
+
+    source: str | tuple[str, ...]
+    label: int
+    video_id: str
+
+
+# Picks the frame indices of every view of a video: (reader, rng) -> one index array per temporal view.
+ViewPlanner = Callable[[VideoReader, np.random.Generator], Sequence[np.ndarray]]
+# Turns the decoded frames of one temporal view (uint8 [T,H,W,3]) into clips [K,C,T,H,W] (K spatial crops).
+ClipTransform = Callable[[torch.Tensor], torch.Tensor]
+
+
+class ClipDataset(Dataset):
+    """Labelled videos -> dict(video [V,C,T,H,W], label, index, view [V], bad_files).
+
+    Each video is decoded once for all its views. A video that fails to decode is reported in `bad_files` and
+    replaced by another randomly drawn one (`replace_bad=True`, training), or by the next healthy one
+    (evaluation: the replacement keeps its own index, so per-video aggregation never counts it twice).
+    """
+
+    def __init__(self, records: Sequence[VideoRecord], plan_views: ViewPlanner, transform: ClipTransform,
+                 backend: str, replace_randomly: bool, name: str) -> None:
+        if not records:
+            raise ValueError(f"{name}: the split lists no videos")
+        self.records = list(records)
+        self.plan_views = plan_views
+        self.transform = transform
+        self.backend = backend
+        self.replace_randomly = replace_randomly
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def labels(self) -> list[int]:
+        return [r.label for r in self.records]
+
+    def _load(self, index: int, rng: np.random.Generator) -> torch.Tensor:
+        record = self.records[index]
+        reader = open_video(record.source, backend=self.backend)
+        views = self.plan_views(reader, rng)
+        unique, positions = union_indices(views)
+        frames = reader.get_frames(unique.tolist())
+        return torch.cat([self.transform(frames[torch.as_tensor(pos)]) for pos in positions])
+
+    def __getitem__(self, key: SampleKey | int) -> dict:
+        if not isinstance(key, SampleKey):
+            key = SampleKey(int(key), 0)
+        rng = np.random.default_rng(key.seed)
+        bad_files: list[str] = []
+        index = key.index
+        for _ in range(MAX_REPLACEMENT_DRAWS):
+            try:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(key.seed)
+                    clips = self._load(index, rng)
+                break
+            except (VideoDecodeError, OSError) as exc:
+                bad_files.append(f"{self.records[index].source}: {exc}")
+                index = int(rng.integers(len(self))) if self.replace_randomly else (index + 1) % len(self)
+        else:
+            raise RuntimeError(f"{self.name}: {MAX_REPLACEMENT_DRAWS} videos in a row failed to decode; last ones: "
+                               + "; ".join(bad_files[-3:]))
+        return {
+            "video": clips,
+            "view": torch.arange(clips.shape[0]),
+            "label": self.records[index].label,
+            "index": index,
+            "bad_files": bad_files,
+        }

@@ -1,0 +1,173 @@
+"""The built-in demo dataset: small real mp4 videos whose class is the direction a texture moves.
+
+Each video shows a random, smooth, two-colour texture sliding left, right, up or down at a random speed from a
+random starting position. Texture, colours, position and speed are drawn per video, so a single frame says
+nothing about the class; only motion over time does. Because the classes are directions, horizontal flipping
+swaps "left" and "right": train on it with flipping off (DATA.RANDOM_FLIP False), as for SSv2.
+
+Layout under `root` (Kinetics format, paths relative to root, so set DATA.PATH_PREFIX to root):
+    train.csv val.csv test.csv       "<split>/<class>_<nnn>.mp4 <label>" lines
+    train/ val/ test/                the mp4 files (H.264, yuv420p)
+    demo_dataset.json                the parameters; written last, marks a complete dataset
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from hiera_video.data.video_io import write_video
+
+CLASS_NAMES = ("left", "right", "up", "down")
+DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}  # (dx, dy) on screen
+SPLITS = ("train", "val", "test")
+MANIFEST = "demo_dataset.json"
+SPEED_RANGE = (1.0, 2.0)  # pixels per frame
+TEXTURE_SMOOTHING = 2.0  # Gaussian blur sigma in pixels: features large enough to track, small enough to see
+
+
+def _texture_spectrum(rng: np.random.Generator, period: int) -> np.ndarray:
+    """Fourier coefficients of a periodic Gaussian-blurred noise texture with unit standard deviation."""
+    spectrum = np.fft.fft2(rng.standard_normal((period, period)))
+    frequency = np.fft.fftfreq(period)
+    squared = frequency[:, None] ** 2 + frequency[None, :] ** 2
+    spectrum *= np.exp(-2 * (np.pi * TEXTURE_SMOOTHING) ** 2 * squared)
+    spectrum[0, 0] = 0
+    return spectrum * (period**2 / np.sqrt(np.sum(np.abs(spectrum) ** 2)))  # Parseval: unit pixel variance
+
+
+def render_moving_texture(
+    rng: np.random.Generator, direction: tuple[int, int], num_frames: int, size: int
+) -> np.ndarray:
+    """uint8 frames [num_frames, size, size, 3] of a random texture moving along `direction` (dx, dy).
+
+    Shifts are sub-pixel exact: the texture is periodic (period 2 * size, so no wrap shows in the frame) and
+    is shifted by a phase ramp in the Fourier domain.
+    """
+    period = 2 * size
+    spectrum = _texture_spectrum(rng, period)
+    speed = rng.uniform(*SPEED_RANGE)
+    origin = rng.uniform(0, period, size=2)
+    dark, bright = rng.uniform(0, 110, size=3), rng.uniform(145, 255, size=3)
+    frequency = np.fft.fftfreq(period)
+    frames = np.empty((num_frames, size, size, 3), dtype=np.uint8)
+    for t in range(num_frames):
+        # The window's top-left corner moves against the texture: content moving right = window moving left.
+        x0, y0 = origin - speed * t * np.asarray(direction, dtype=float)
+        ramp = np.exp(2j * np.pi * (frequency[:, None] * y0 + frequency[None, :] * x0))
+        texture = np.fft.ifft2(spectrum * ramp).real[:size, :size]
+        level = np.clip(0.5 + texture / 4, 0.0, 1.0)[..., None]
+        frames[t] = np.round(dark + level * (bright - dark)).astype(np.uint8)
+    return frames
+
+
+def _parameters(num_classes, train_per_class, val_per_class, test_per_class, num_frames, size, fps, seed) -> dict:
+    return {
+        "class_names": list(CLASS_NAMES[:num_classes]),
+        "per_class": {"train": train_per_class, "val": val_per_class, "test": test_per_class},
+        "num_frames": num_frames,
+        "size": size,
+        "fps": fps,
+        "seed": seed,
+    }
+
+
+def _write_all(folder: str, params: dict) -> None:
+    for split_index, split in enumerate(SPLITS):
+        os.makedirs(os.path.join(folder, split))
+        lines = []
+        for label, name in enumerate(params["class_names"]):
+            for i in range(params["per_class"][split]):
+                rng = np.random.default_rng((params["seed"], split_index, label, i))
+                frames = render_moving_texture(rng, DIRECTIONS[name], params["num_frames"], params["size"])
+                relative = f"{split}/{name}_{i:03d}.mp4"
+                write_video(os.path.join(folder, relative), frames, fps=params["fps"])
+                lines.append(f"{relative} {label}\n")
+        with open(os.path.join(folder, f"{split}.csv"), "w") as f:
+            f.writelines(lines)
+    with open(os.path.join(folder, MANIFEST), "w") as f:
+        json.dump(params, f, indent=1)
+
+
+def _read_manifest(root: str):
+    try:
+        with open(os.path.join(root, MANIFEST)) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def _describe(root: str, params: dict) -> dict:
+    return {
+        "root": root,
+        "path_prefix": root,
+        "csv": {split: os.path.join(root, f"{split}.csv") for split in SPLITS},
+        "class_names": params["class_names"],
+        "num_classes": len(params["class_names"]),
+        "num_videos": {split: params["per_class"][split] * len(params["class_names"]) for split in SPLITS},
+        "num_frames": params["num_frames"],
+        "size": params["size"],
+        "fps": params["fps"],
+    }
+
+
+def _check_existing(root: str, params: dict) -> bool:
+    """True when `root` already holds this exact dataset; raises when it holds anything else."""
+    if not os.path.isdir(root) or not os.listdir(root):
+        return False
+    existing = _read_manifest(root)
+    if existing is None:
+        raise FileExistsError(f"{root} is not empty and holds no {MANIFEST}; refusing to write the demo dataset there")
+    if existing != params:
+        raise FileExistsError(
+            f"{root} holds a demo dataset made with other parameters ({existing}); remove it or choose another root"
+        )
+    return True
+
+
+def write_demo_dataset(
+    root: str,
+    num_classes: int = 4,
+    train_per_class: int = 32,
+    val_per_class: int = 8,
+    test_per_class: int = 10,
+    num_frames: int = 48,
+    size: int = 64,
+    fps: int = 30,
+    seed: int = 0,
+) -> dict:
+    """Write the demo dataset into `root` (created if missing, or an empty folder) and describe it.
+
+    Idempotent: a root already holding the same dataset is left as it is. The files are written into a
+    temporary sibling folder that is renamed to `root` at the end, so a crash never leaves half a dataset and
+    concurrent writers (e.g. several ranks) all end up with one complete copy.
+    Returns {"root", "path_prefix", "csv": {split: path}, "class_names", "num_classes",
+    "num_videos": {split: n}, "num_frames", "size", "fps"}.
+    """
+    if not 2 <= num_classes <= len(CLASS_NAMES):
+        raise ValueError(f"num_classes must lie in [2, {len(CLASS_NAMES)}], got {num_classes}")
+    if size < 16 or size % 2:
+        raise ValueError(f"size must be an even number >= 16, got {size}")
+    if num_frames < 2 or min(train_per_class, val_per_class, test_per_class) < 1:
+        raise ValueError("num_frames must be >= 2 and every split needs at least one video per class")
+    root = os.path.abspath(root)
+    params = _parameters(num_classes, train_per_class, val_per_class, test_per_class, num_frames, size, fps, seed)
+    if _check_existing(root, params):
+        return _describe(root, params)
+    parent = os.path.dirname(root)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(root)}.tmp-", dir=parent)
+    os.chmod(staging, 0o755)  # mkdtemp makes it private; the dataset should be readable like any folder
+    try:
+        _write_all(staging, params)
+        try:
+            os.replace(staging, root)  # atomic; replaces `root` only if it is an empty folder
+        except OSError:
+            if not _check_existing(root, params):  # lost a race against another writer of the same dataset
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return _describe(root, params)

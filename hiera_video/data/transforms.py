@@ -1,0 +1,176 @@
+"""Spatial transforms for video clips on torchvision.transforms.v2.
+
+Clips come in as decoded, uint8 [T, H, W, 3] RGB (VideoReader.get_frames) and leave as float [3, T, H, W]
+normalised by mean/std. Inside, a clip is a torchvision `tv_tensors.Video` [T, 3, H, W], so every random
+transform draws its parameters once per clip: all frames get the same crop, flip, RandAugment operations and
+erased box. Geometric ops run first, on uint8, so colour ops and normalisation only touch the crop.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Callable, Optional
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+KINETICS_MEAN = (0.45, 0.45, 0.45)
+KINETICS_STD = (0.225, 0.225, 0.225)
+# Magnitudes follow the timm/PySlowFast RandAugment scale (0..10, e.g. "rand-m9"): with 11 bins torchvision's
+# ranges give the same rotation (m9 -> 27 deg), shear and enhancement strengths as timm's m/10 scaling.
+RAND_AUGMENT_MAX_MAGNITUDE = 10
+
+
+def _check_frames(frames: torch.Tensor) -> None:
+    if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(
+            f"expected uint8 frames [T, H, W, 3] as from VideoReader.get_frames, got {frames.dtype} "
+            f"{tuple(frames.shape)}"
+        )
+
+
+def _frames_to_video(frames: torch.Tensor) -> tv_tensors.Video:
+    """uint8 [T, H, W, 3] -> Video [T, 3, H, W]."""
+    _check_frames(frames)
+    return tv_tensors.Video(frames.permute(0, 3, 1, 2))
+
+
+def _video_to_clip(video: torch.Tensor) -> torch.Tensor:
+    """Video [T, 3, H, W] -> plain tensor [3, T, H, W]."""
+    return video.as_subclass(torch.Tensor).permute(1, 0, 2, 3).contiguous()
+
+
+class VideoTransform:
+    """Runs a v2 pipeline on uint8 frames [T, H, W, 3] and returns a float clip [3, T, H, W]."""
+
+    def __init__(self, pipeline: v2.Transform):
+        self.pipeline = pipeline
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        return _video_to_clip(self.pipeline(_frames_to_video(frames)))
+
+    def __repr__(self) -> str:
+        return f"VideoTransform({self.pipeline})"
+
+
+def _to_normalized_float(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
+    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))]
+
+
+def build_train_transform(
+    crop_size: int,
+    scale: Optional[tuple[float, float]] = (0.08, 1.0),
+    aspect: tuple[float, float] = (3 / 4, 4 / 3),
+    jitter_scales: Optional[tuple[int, int]] = (256, 320),
+    flip: bool = True,
+    rand_augment: Optional[tuple[int, int]] = None,
+    random_erasing_prob: float = 0.0,
+    mean: Sequence[float] = KINETICS_MEAN,
+    std: Sequence[float] = KINETICS_STD,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Training augmentation: uint8 [T, H, W, 3] -> normalised float [3, T, crop_size, crop_size].
+
+    Geometry: a random-resized crop (area fraction `scale`, aspect ratio `aspect`) when `scale` is given,
+    otherwise PySlowFast's short-side jitter (short side resized to a random size in `jitter_scales`) and a
+    random crop. Then a horizontal flip (`flip=False` for direction-sensitive data such as SSv2), RandAugment
+    `(num_ops, magnitude)` with magnitude on the 0..10 timm scale, normalisation, and random erasing with
+    probability `random_erasing_prob` (one box filled with Gaussian noise, the same on every frame).
+    """
+    if scale is not None:
+        geometry = [v2.RandomResizedCrop(crop_size, scale=tuple(scale), ratio=tuple(aspect), antialias=True)]
+    elif jitter_scales is not None:
+        low, high = jitter_scales
+        if not 0 < low <= high or low < crop_size:
+            raise ValueError(f"jitter_scales must satisfy crop_size ({crop_size}) <= low <= high, got {jitter_scales}")
+        geometry = [v2.RandomShortestSize(list(range(low, high + 1)), antialias=True), v2.RandomCrop(crop_size)]
+    else:
+        raise ValueError("build_train_transform needs `scale` (random-resized crop) or `jitter_scales`")
+    steps: list[v2.Transform] = geometry
+    if flip:
+        steps.append(v2.RandomHorizontalFlip(p=0.5))
+    if rand_augment is not None:
+        num_ops, magnitude = rand_augment
+        if not 0 <= magnitude <= RAND_AUGMENT_MAX_MAGNITUDE:
+            raise ValueError(f"RandAugment magnitude must lie in [0, {RAND_AUGMENT_MAX_MAGNITUDE}], got {magnitude}")
+        steps.append(
+            v2.RandAugment(
+                num_ops=num_ops,
+                magnitude=magnitude,
+                num_magnitude_bins=RAND_AUGMENT_MAX_MAGNITUDE + 1,
+                interpolation=v2.InterpolationMode.BILINEAR,
+            )
+        )
+    steps += _to_normalized_float(mean, std)
+    if random_erasing_prob > 0:
+        steps.append(v2.RandomErasing(p=random_erasing_prob, value="random"))
+    return VideoTransform(v2.Compose(steps))
+
+
+def build_eval_transform(
+    crop_size: int,
+    short_side: int,
+    mean: Sequence[float] = KINETICS_MEAN,
+    std: Sequence[float] = KINETICS_STD,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Deterministic view: short side resized to `short_side`, centre crop of `crop_size`, normalised.
+
+    uint8 [T, H, W, 3] -> float [3, T, crop_size, crop_size]. Same pixels as
+    normalize(spatial_crops(frames, crop_size, 1, short_side)[0]).
+    """
+    if short_side < crop_size:
+        raise ValueError(f"short_side ({short_side}) must be >= crop_size ({crop_size})")
+    steps = [v2.Resize(short_side, antialias=True), v2.CenterCrop(crop_size)]
+    return VideoTransform(v2.Compose(steps + _to_normalized_float(mean, std)))
+
+
+def normalize(
+    frames: torch.Tensor, mean: Sequence[float] = KINETICS_MEAN, std: Sequence[float] = KINETICS_STD
+) -> torch.Tensor:
+    """uint8 frames [T, H, W, 3] -> float clip [3, T, H, W] with (x / 255 - mean) / std per channel."""
+    _check_frames(frames)
+    clip = frames.permute(3, 0, 1, 2).float().div_(255)
+    mean_t = torch.as_tensor(mean, dtype=clip.dtype).view(3, 1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=clip.dtype).view(3, 1, 1, 1)
+    return clip.sub_(mean_t).div_(std_t)
+
+
+def _crop_offsets(length: int, crop_size: int, num_crops: int) -> list[int]:
+    if num_crops == 1:
+        return [int(round((length - crop_size) / 2))]
+    return [int(round(k * (length - crop_size) / (num_crops - 1))) for k in range(num_crops)]
+
+
+def spatial_crops(
+    video: torch.Tensor, crop_size: int, num_crops: int, short_side: Optional[int] = None
+) -> list[torch.Tensor]:
+    """Test-time spatial views (PySlowFast semantics).
+
+    The short side is resized to `short_side` (default `crop_size`, antialiased bilinear); then `num_crops`
+    square crops of `crop_size` are taken, centred across the short side and evenly spaced along the long side:
+    1 = centre; 3 = left/centre/right for landscape clips (top/middle/bottom for portrait ones).
+    `video` is either uint8 frames [T, H, W, 3] or a float clip [3, T, H, W]; crops keep its layout.
+    PySlowFast uses 3 crops with short_side = crop_size, and 1 crop with short_side = 256 for crop_size 224.
+    """
+    if num_crops < 1:
+        raise ValueError(f"num_crops must be >= 1, got {num_crops}")
+    short_side = crop_size if short_side is None else short_side
+    if short_side < crop_size:
+        raise ValueError(f"short_side ({short_side}) must be >= crop_size ({crop_size})")
+    if video.dtype == torch.uint8 and video.ndim == 4 and video.shape[-1] == 3:
+        frames, to_layout = video.permute(0, 3, 1, 2), (lambda crop: crop.permute(0, 2, 3, 1))
+    elif video.is_floating_point() and video.ndim == 4 and video.shape[0] == 3:
+        frames, to_layout = video.permute(1, 0, 2, 3), (lambda crop: crop.permute(1, 0, 2, 3))
+    else:
+        raise ValueError(
+            f"spatial_crops expects uint8 [T, H, W, 3] or float [3, T, H, W], got {video.dtype} {tuple(video.shape)}"
+        )
+    frames = F.resize(frames, short_side, antialias=True)
+    height, width = frames.shape[-2:]
+    if height <= width:
+        boxes = [(_crop_offsets(height, crop_size, 1)[0], x) for x in _crop_offsets(width, crop_size, num_crops)]
+    else:
+        boxes = [(y, _crop_offsets(width, crop_size, 1)[0]) for y in _crop_offsets(height, crop_size, num_crops)]
+    return [
+        to_layout(frames[..., y : y + crop_size, x : x + crop_size]).contiguous() for y, x in boxes
+    ]

@@ -1,0 +1,350 @@
+"""Open videos and read frames by index: decord first, PyAV as fallback, or folders/lists of frame images.
+
+This is the only module that touches decoders. Every reader returns RGB frames as a uint8 tensor [T, H, W, 3],
+decodes each requested frame once however often it is requested, and reports failures as VideoDecodeError
+naming the file.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from fractions import Fraction
+from typing import Optional, Union
+
+import av
+import numpy as np
+import torch
+from torchvision.io import ImageReadMode, decode_image, read_file
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("decord", "pyav", "frames")
+ENCODERS = ("libx264", "mpeg4")
+FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+
+class VideoDecodeError(RuntimeError):
+    """A video (or frame image) could not be opened or decoded; `.path` names it and `.reason` says why."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"cannot decode video {path!r}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class VideoReader(ABC):
+    """Random access to the frames of one video. Use as a context manager or call close()."""
+
+    path: str
+    num_frames: int
+    fps: float
+    height: int
+    width: int
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds (num_frames / fps)."""
+        return self.num_frames / self.fps
+
+    def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
+        """Frames at `indices` (any order, repeats allowed) as uint8 [len(indices), H, W, 3] RGB.
+
+        Indices must lie in [0, num_frames). Each distinct frame is decoded once.
+        """
+        wanted = np.asarray(indices)
+        if wanted.ndim != 1 or (wanted.size and not np.issubdtype(wanted.dtype, np.integer)):
+            raise TypeError(f"{self.path}: frame indices must be a 1-D sequence of ints, got {wanted!r}")
+        if wanted.size == 0:
+            return torch.empty((0, self.height, self.width, 3), dtype=torch.uint8)
+        if wanted.min() < 0 or wanted.max() >= self.num_frames:
+            raise IndexError(
+                f"{self.path}: frame indices must lie in [0, {self.num_frames}), got {wanted.min()}..{wanted.max()}"
+            )
+        unique, inverse = np.unique(wanted, return_inverse=True)
+        frames = self._read_sorted_unique(unique)
+        return frames[torch.from_numpy(inverse.reshape(-1))]
+
+    @abstractmethod
+    def _read_sorted_unique(self, indices: np.ndarray) -> torch.Tensor:
+        """Decode the frames at strictly increasing, in-range `indices` -> uint8 [len, H, W, 3]."""
+
+    def close(self) -> None:
+        """Release the decoder (idempotent)."""
+
+    def __enter__(self) -> "VideoReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.path!r}, num_frames={self.num_frames}, fps={self.fps:.3f}, "
+            f"size={self.width}x{self.height})"
+        )
+
+
+class DecordReader(VideoReader):
+    """decord.VideoReader behind the common interface (frame-accurate seeking, fast batch decode)."""
+
+    def __init__(self, path: str, num_threads: int = 1):
+        import decord  # imported here so a machine without decord still reads videos through PyAV
+
+        self.path = path
+        try:
+            self._reader = decord.VideoReader(path, num_threads=num_threads)
+            self.num_frames = len(self._reader)
+            self.fps = float(self._reader.get_avg_fps())
+            if self.num_frames < 1:
+                raise VideoDecodeError(path, "the video stream has no frames")
+            first = self._reader[0].asnumpy()
+        except (decord.DECORDError, RuntimeError) as error:
+            raise VideoDecodeError(path, f"decord: {error}") from error
+        if not self.fps > 0:
+            raise VideoDecodeError(path, f"decord reports an invalid frame rate {self.fps}")
+        self.height, self.width = first.shape[:2]
+
+    def _read_sorted_unique(self, indices: np.ndarray) -> torch.Tensor:
+        import decord
+
+        try:
+            batch = self._reader.get_batch(indices.tolist()).asnumpy()
+        except (decord.DECORDError, RuntimeError) as error:
+            raise VideoDecodeError(self.path, f"decord failed on frames {indices.tolist()}: {error}") from error
+        return torch.from_numpy(batch)
+
+    def close(self) -> None:
+        self._reader = None
+
+
+class PyAVReader(VideoReader):
+    """PyAV (FFmpeg) reader: seeks to the keyframe before the first wanted frame and decodes forward.
+
+    Frame i is the frame presented at time i / fps from the stream start. When the header has no frame count
+    the count is estimated from duration * fps; wanted frames past the last decodable one get the last frame.
+    """
+
+    def __init__(self, path: str, num_threads: int = 1):
+        self.path = path
+        try:
+            self._container = av.open(path)
+        except av.error.FFmpegError as error:
+            raise VideoDecodeError(path, f"PyAV: {error}") from error
+        try:
+            self._open_stream(num_threads)
+        except av.error.FFmpegError as error:
+            self.close()
+            raise VideoDecodeError(path, f"PyAV: {error}") from error
+        except VideoDecodeError:
+            self.close()
+            raise
+
+    def _open_stream(self, num_threads: int) -> None:
+        if not self._container.streams.video:
+            raise VideoDecodeError(self.path, "the file has no video stream")
+        stream = self._stream = self._container.streams.video[0]
+        stream.codec_context.thread_count = num_threads
+        stream.thread_type = "AUTO" if num_threads > 1 else "SLICE"
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        if not rate or rate <= 0:
+            raise VideoDecodeError(self.path, "the video stream has no frame rate")
+        self._rate = Fraction(rate)
+        self.fps = float(rate)
+        self._time_base = Fraction(stream.time_base)
+        self._start_pts = stream.start_time or 0
+        self.num_frames = stream.frames or self._estimate_frame_count()
+        first = next(self._container.decode(stream), None)
+        if first is None:
+            raise VideoDecodeError(self.path, "no decodable video frame")
+        self.height, self.width = first.height, first.width
+
+    def _estimate_frame_count(self) -> int:
+        stream = self._stream
+        if stream.duration:
+            seconds = stream.duration * self._time_base
+        elif self._container.duration:
+            seconds = Fraction(self._container.duration, av.time_base)
+        else:  # no duration in the header either: count packets (demuxing without decoding is cheap)
+            seconds = sum(1 for packet in self._container.demux(stream) if packet.size) / self._rate
+            self._container.seek(0)
+        return max(1, round(seconds * self._rate))
+
+    def _frame_index(self, frame: av.VideoFrame) -> int:
+        return round((frame.pts - self._start_pts) * self._time_base * self._rate)
+
+    def _pts_of(self, index: int) -> int:
+        return self._start_pts + int(index / (self._rate * self._time_base))
+
+    def _read_sorted_unique(self, indices: np.ndarray) -> torch.Tensor:
+        try:
+            frames = self._decode_forward(indices, seek_pts=self._pts_of(int(indices[0])))
+            if frames is None:  # the seek landed past the first wanted frame (or pts are missing): start over
+                frames = self._decode_forward(indices, seek_pts=None)
+        except av.error.FFmpegError as error:
+            raise VideoDecodeError(self.path, f"PyAV failed on frames {indices.tolist()}: {error}") from error
+        shapes = {frame.shape for frame in frames}
+        if len(shapes) != 1:
+            raise VideoDecodeError(self.path, f"frame size changes inside the video: {sorted(shapes)}")
+        return torch.from_numpy(np.stack(frames))
+
+    def _decode_forward(self, indices: np.ndarray, seek_pts: Optional[int]) -> Optional[list[np.ndarray]]:
+        """Decode from the keyframe before `seek_pts` (or the start) until every wanted frame is seen.
+
+        Each wanted index gets the first frame whose index is >= it; indices past the end get the last frame.
+        Returns None when decoding after a seek cannot locate the wanted frames.
+        """
+        if seek_pts is None:
+            self._container.seek(0)
+        else:
+            self._container.seek(seek_pts, stream=self._stream, backward=True, any_frame=False)
+        picked: list[np.ndarray] = []
+        last = None
+        for count, frame in enumerate(self._container.decode(self._stream)):
+            if frame.pts is None:
+                if seek_pts is not None:
+                    return None
+                index = count
+            else:
+                index = self._frame_index(frame)
+            if last is None and seek_pts is not None and index > indices[0]:
+                return None
+            last = frame
+            rgb = None
+            while len(picked) < len(indices) and indices[len(picked)] <= index:
+                rgb = frame.to_ndarray(format="rgb24") if rgb is None else rgb
+                picked.append(rgb)
+            if len(picked) == len(indices):
+                return picked
+        if last is None:
+            if seek_pts is not None:
+                return None
+            raise VideoDecodeError(self.path, "no decodable video frame")
+        rgb = last.to_ndarray(format="rgb24")
+        picked.extend(rgb for _ in range(len(indices) - len(picked)))
+        return picked
+
+    def close(self) -> None:
+        container, self._container = getattr(self, "_container", None), None
+        if container is not None:
+            container.close()
+
+
+def _natural_key(name: str) -> list:
+    # Numbers inside names compare as numbers, so "img_9.jpg" sorts before "img_10.jpg" as a person expects.
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+class FrameImagesReader(VideoReader):
+    """A video stored as one image file per frame (AVA frame folders, SSv2 frame lists)."""
+
+    def __init__(self, frame_paths: Sequence[str], name: str, fps: float):
+        if not frame_paths:
+            raise VideoDecodeError(name, "no frame images (.jpg/.jpeg/.png)")
+        if not fps > 0:
+            raise ValueError(f"{name}: frame rate must be positive, got {fps}")
+        self.path = name
+        self.frame_paths = list(frame_paths)
+        self.num_frames = len(self.frame_paths)
+        self.fps = float(fps)
+        self.height, self.width = self._read_image(0).shape[:2]
+
+    def _read_image(self, index: int) -> torch.Tensor:
+        frame_path = self.frame_paths[index]
+        try:
+            image = decode_image(read_file(frame_path), mode=ImageReadMode.RGB)
+        except (RuntimeError, OSError) as error:
+            raise VideoDecodeError(frame_path, f"frame {index} of {self.path}: {error}") from error
+        return image.permute(1, 2, 0)
+
+    def _read_sorted_unique(self, indices: np.ndarray) -> torch.Tensor:
+        images = [self._read_image(int(i)) for i in indices]
+        for index, image in zip(indices, images):
+            if image.shape[:2] != (self.height, self.width):
+                raise VideoDecodeError(
+                    self.frame_paths[index],
+                    f"frame {index} of {self.path} is {tuple(image.shape[:2])}, the first frame is "
+                    f"{(self.height, self.width)}",
+                )
+        return torch.stack(images)
+
+
+def list_frame_images(folder: str) -> list[str]:
+    """Image files (.jpg/.jpeg/.png) in `folder`, sorted by name with numbers compared numerically."""
+    names = [name for name in os.listdir(folder) if name.lower().endswith(FRAME_EXTENSIONS)]
+    return [os.path.join(folder, name) for name in sorted(names, key=_natural_key)]
+
+
+def open_video(
+    path: Union[str, Sequence[str]],
+    backend: str = "decord",
+    num_threads: int = 1,
+    frames_fps: float = 30.0,
+) -> VideoReader:
+    """Open a video file, a folder of frame images, or an explicit list of frame image paths.
+
+    Files use `backend` "decord" (falling back to PyAV when decord cannot open the file or is not installed)
+    or "pyav". A folder or a list of paths is read as frame images (backend "frames"), at `frames_fps`.
+    `num_threads` is the decoder's thread count (1 suits data-loader workers).
+    Raises VideoDecodeError (naming the file) when the video is missing, empty or has no decodable frame.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown decoding backend {backend!r}; expected one of {BACKENDS}")
+    if not isinstance(path, (str, os.PathLike)):
+        frame_paths = [os.fspath(p) for p in path]
+        name = os.path.dirname(frame_paths[0]) if frame_paths else "<empty frame list>"
+        return FrameImagesReader(frame_paths, name=name, fps=frames_fps)
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return FrameImagesReader(list_frame_images(path), name=path, fps=frames_fps)
+    if backend == "frames":
+        raise VideoDecodeError(path, "backend 'frames' needs a folder of frame images or a list of frame paths")
+    if not os.path.exists(path):
+        raise VideoDecodeError(path, "file not found")
+    if os.path.getsize(path) == 0:
+        raise VideoDecodeError(path, "file is empty")
+    if backend == "pyav":
+        return PyAVReader(path, num_threads=num_threads)
+    try:
+        return DecordReader(path, num_threads=num_threads)
+    except ImportError:
+        logger.warning("decord is not installed; reading %s with PyAV", path)
+        return PyAVReader(path, num_threads=num_threads)
+    except VideoDecodeError as decord_error:
+        try:
+            reader = PyAVReader(path, num_threads=num_threads)
+        except VideoDecodeError as pyav_error:
+            raise VideoDecodeError(path, f"{decord_error.reason}; {pyav_error.reason}") from pyav_error
+        logger.info("decord could not open %s (%s); using PyAV", path, decord_error.reason)
+        return reader
+
+
+def write_video(path: str, frames: np.ndarray, fps: float = 30.0, codec: str = "libx264", crf: int = 23) -> None:
+    """Encode uint8 RGB frames [T, H, W, 3] (H and W even) to an mp4 file, yuv420p, with PyAV.
+
+    `codec` is "libx264" (H.264, quality `crf`) or "mpeg4"; libx264 falls back to mpeg4 when this FFmpeg build
+    lacks it. Encoding is single-threaded so the same frames always give the same bytes.
+    """
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+        raise ValueError(f"{path}: expected uint8 frames [T>0, H, W, 3], got {frames.dtype} {frames.shape}")
+    height, width = frames.shape[1:3]
+    if height % 2 or width % 2:
+        raise ValueError(f"{path}: yuv420p needs even frame sizes, got {width}x{height}")
+    if codec not in ENCODERS:
+        raise ValueError(f"{path}: codec must be one of {ENCODERS}, got {codec!r}")
+    if codec == "libx264" and "libx264" not in av.codecs_available:
+        codec = "mpeg4"
+    with av.open(path, "w", format="mp4") as container:
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.thread_count = 1
+        if codec == "libx264":
+            stream.options = {"crf": str(crf)}
+        else:  # mpeg4 has no crf: cap the quantiser instead, so quality stays close to crf 23 H.264
+            stream.codec_context.qmin, stream.codec_context.qmax = 2, 5
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())

@@ -1,0 +1,245 @@
+"""Training checkpoints: naming, atomic saving, finding the newest for auto-resume, safe loading, RNG state.
+
+Layout: OUTPUT_DIR/checkpoints/checkpoint_epoch_%05d.pyth after `epoch` completed epochs, and
+checkpoint_epoch_%05d_iter_%06d.pyth after `iter` more iterations of the following epoch (mid-epoch, for
+preemption). Files are written to a hidden temporary name and renamed, so a crash never leaves a truncated file
+under a checkpoint name. Everything saved must load with `torch.load(weights_only=True)`.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import random
+import re
+import uuid
+import zipfile
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from iopath.common.file_io import g_pathmgr as PathManager
+from torch import nn
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_SUBDIR = "checkpoints"
+_NAME_PATTERN = re.compile(r"^checkpoint_epoch_(\d+)(?:_iter_(\d+))?\.pyth$")
+# Types torch.load(weights_only=True) reconstructs without extra allow-listing.
+_WEIGHTS_ONLY_TYPES = (torch.Tensor, str, bytes, bytearray, bool, int, float, complex, type(None), torch.Size,
+                       torch.dtype, torch.device)
+
+
+class CheckpointName(NamedTuple):
+    """Position of a checkpoint in training: completed epochs, then iterations into the next epoch."""
+
+    epoch: int
+    iteration: int
+
+
+def checkpoint_dir(output_dir: str) -> str:
+    """The folder holding the checkpoints of a run."""
+    return os.path.join(output_dir, CHECKPOINT_SUBDIR)
+
+
+def checkpoint_path(output_dir: str, epoch: int, iteration: int | None = None) -> str:
+    """Path of the checkpoint after `epoch` completed epochs (plus `iteration` iterations, mid-epoch)."""
+    if epoch < 0 or (iteration is not None and iteration < 0):
+        raise ValueError(f"epoch and iteration must be >= 0, got epoch={epoch}, iteration={iteration}")
+    name = f"checkpoint_epoch_{epoch:05d}" + ("" if iteration is None else f"_iter_{iteration:06d}") + ".pyth"
+    return os.path.join(checkpoint_dir(output_dir), name)
+
+
+def parse_checkpoint_name(path: str) -> CheckpointName | None:
+    """(epoch, iter) encoded in a checkpoint file name (iter 0 for end-of-epoch files); None for other files."""
+    match = _NAME_PATTERN.match(os.path.basename(path))
+    if match is None:
+        return None
+    return CheckpointName(int(match.group(1)), int(match.group(2) or 0))
+
+
+def _ordering_key(path: str) -> tuple[int, int, bool]:
+    epoch, iteration = parse_checkpoint_name(path)
+    # On a tie (an `_iter_000000` file next to the epoch file) the end-of-epoch file counts as newer.
+    return epoch, iteration, "_iter_" not in os.path.basename(path)
+
+
+def list_checkpoints(output_dir: str) -> list[str]:
+    """Checkpoint files of a run, oldest first; temporary files and other names are ignored."""
+    folder = checkpoint_dir(output_dir)
+    if not PathManager.isdir(folder):
+        return []
+    paths = [os.path.join(folder, name) for name in PathManager.ls(folder) if parse_checkpoint_name(name)]
+    return sorted(paths, key=_ordering_key)
+
+
+def _is_complete(path: str) -> bool:
+    # torch.save writes a zip archive whose directory sits at the end: a truncated file has none.
+    try:
+        with PathManager.open(path, "rb") as f:
+            return zipfile.is_zipfile(f)
+    except OSError:
+        return False
+
+
+def find_latest_checkpoint(output_dir: str) -> str | None:
+    """The newest complete checkpoint by (epoch, iter), or None when the run has none."""
+    for path in reversed(list_checkpoints(output_dir)):
+        if _is_complete(path):
+            return path
+        logger.warning("Skipping incomplete checkpoint %s (not a complete torch.save archive)", path)
+    return None
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The bare model inside DistributedDataParallel/DataParallel and torch.compile wrappers."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _check_weights_only_loadable(value: Any, where: str) -> None:
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_weights_only_loadable(key, f"{where} key {key!r}")
+            _check_weights_only_loadable(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for i, item in enumerate(value):
+            _check_weights_only_loadable(item, f"{where}[{i}]")
+    elif not isinstance(value, _WEIGHTS_ONLY_TYPES):
+        raise TypeError(f"Checkpoint {where} has type {type(value).__module__}.{type(value).__qualname__}, which "
+                        "torch.load(weights_only=True) cannot load; convert it to tensors or plain Python values")
+
+
+def _strip_ddp_prefix(model_state: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A copy of a DDP state dict without the `module.` prefix (keys and version metadata); others unchanged."""
+    if not (model_state and all(key.startswith("module.") for key in model_state)):
+        return model_state
+    stripped = copy.copy(model_state)  # torch's helper edits in place: never touch the caller's dict
+    if hasattr(model_state, "_metadata"):
+        stripped._metadata = dict(model_state._metadata)
+    consume_prefix_in_state_dict_if_present(stripped, "module.")
+    return stripped
+
+
+def _is_local(path: str) -> bool:
+    """Whether iopath serves `path` from the local file system (no `scheme://` prefix)."""
+    return "://" not in path
+
+
+def _fsync_directory(folder: str) -> None:
+    # Makes the rename itself durable; only meaningful (and possible) for local folders.
+    if not _is_local(folder):
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _replace(src: str, dst: str) -> None:
+    if _is_local(dst):
+        # iopath's mv refuses to overwrite an existing file; os.replace is the atomic POSIX rename that does.
+        os.replace(src, dst)
+        return
+    if PathManager.exists(dst):
+        PathManager.rm(dst)
+    if not PathManager.mv(src, dst):
+        raise OSError(f"Could not move {src} to {dst}")
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    """Write `state` atomically to `path` (temporary file in the same folder, fsync, rename).
+
+    `state` holds e.g. model_state, optimizer_state, scaler_state, epoch, iter, cfg (YAML string), rng_state,
+    sampler_state; a `module.` prefix on every model_state key is removed. Raises TypeError naming the entry
+    when a value would not load with weights_only=True.
+    """
+    if "model_state" in state:
+        state = {**state, "model_state": _strip_ddp_prefix(state["model_state"])}
+    _check_weights_only_loadable(state, "state")
+    folder = os.path.dirname(path) or "."
+    PathManager.mkdirs(folder)
+    tmp_path = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        with PathManager.open(tmp_path, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            if _is_local(tmp_path):
+                os.fsync(f.fileno())
+        _replace(tmp_path, path)
+    except BaseException:
+        if PathManager.exists(tmp_path):
+            PathManager.rm(tmp_path)
+        raise
+    _fsync_directory(folder)
+    logger.info("Saved checkpoint %s", path)
+
+
+def load_checkpoint(path: str) -> dict:
+    """Load a checkpoint dict onto the CPU with torch.load(weights_only=True); errors name the file."""
+    if not PathManager.isfile(path):
+        raise FileNotFoundError(f"Checkpoint file not found: {path}")
+    try:
+        with PathManager.open(path, "rb") as f:
+            state = torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise RuntimeError(f"Cannot load checkpoint {path}: {type(error).__name__}: {error}") from error
+    if not isinstance(state, dict):
+        raise RuntimeError(f"Checkpoint {path} holds a {type(state).__name__}, expected a dict")
+    return state
+
+
+def keep_last(output_dir: str, n: int) -> list[str]:
+    """Delete all but the newest `n` mid-epoch checkpoints (end-of-epoch files are kept); returns removed paths."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    mid_epoch = [p for p in list_checkpoints(output_dir) if "_iter_" in os.path.basename(p)]
+    removed = mid_epoch[:max(0, len(mid_epoch) - n)]
+    for path in removed:
+        PathManager.rm(path)
+    return removed
+
+
+def capture_rng_state() -> dict:
+    """RNG states of Python `random`, NumPy's global generator, torch CPU and every CUDA device, as tensors and
+    plain values (loadable with weights_only=True)."""
+    py_version, py_internal, py_gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "python": {"version": py_version, "internal": torch.tensor(py_internal, dtype=torch.int64),
+                   "gauss_next": py_gauss},
+        "numpy": {"name": np_name, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
+                  "has_gauss": int(np_has_gauss), "cached_gaussian": float(np_gauss)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore the generators captured by `capture_rng_state`."""
+    missing = {"python", "numpy", "torch"} - set(state)
+    if missing:
+        raise KeyError(f"RNG state lacks {sorted(missing)}; it has {sorted(state)}")
+    py, np_state = state["python"], state["numpy"]
+    random.setstate((py["version"], tuple(int(x) for x in py["internal"].tolist()), py["gauss_next"]))
+    np.random.set_state((np_state["name"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    cuda_states = state.get("cuda", [])
+    if cuda_states and torch.cuda.is_available():
+        if len(cuda_states) != torch.cuda.device_count():
+            logger.warning("Checkpoint has RNG states for %d CUDA devices, this machine has %d; restoring the "
+                           "first %d", len(cuda_states), torch.cuda.device_count(),
+                           min(len(cuda_states), torch.cuda.device_count()))
+        for device, cuda_state in enumerate(cuda_states[:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, device)

@@ -1,0 +1,292 @@
+"""Run logging: stdout/stdout.log setup per rank, PySlowFast-style `json_stats` lines, smoothed metrics,
+tensorboard scalars, progress reporting, and ETA/memory strings."""
+from __future__ import annotations
+
+import datetime
+import decimal
+import logging
+import math
+import os
+import resource
+import statistics
+import sys
+import time
+from collections import deque
+from typing import Any, Mapping, TextIO
+
+import numpy as np
+import simplejson
+import torch
+from iopath.common.file_io import g_pathmgr as PathManager
+from tqdm import tqdm
+
+logger = logging.getLogger(__name__)
+
+_FORMAT = "[%(asctime)s][%(levelname)s] %(name)s:%(lineno)d: %(message)s"
+_DATE_FORMAT = "%m/%d %H:%M:%S"
+_JSON_STATS_PREFIX = "json_stats: "
+JSON_STATS_FILE = "json_stats.log"
+STDOUT_FILE = "stdout.log"
+
+
+class _OwnedStreamHandler(logging.StreamHandler):
+    """A StreamHandler that closes its stream (a file opened through PathManager) when closed."""
+
+    def close(self) -> None:
+        try:
+            self.flush()
+            self.stream.close()
+        finally:
+            super().close()
+
+
+def setup_logging(output_dir: str | None, rank: int = 0) -> None:
+    """Configure the root logger: rank 0 logs INFO to stdout and OUTPUT_DIR/stdout.log; other ranks log WARNING
+    and above to stdout with a rank prefix. Calling it again replaces the handlers it installed before."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "_hiera_video", False)]:
+        root.removeHandler(handler)
+        handler.close()
+
+    prefix = "" if rank == 0 else f"[rank {rank}]"
+    formatter = logging.Formatter(prefix + _FORMAT, datefmt=_DATE_FORMAT)
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+    if rank == 0 and output_dir:
+        PathManager.mkdirs(output_dir)
+        # Line buffering, so `tail -f stdout.log` follows the run.
+        log_file = PathManager.open(os.path.join(output_dir, STDOUT_FILE), "a", buffering=1)
+        handlers.append(_OwnedStreamHandler(log_file))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        handler._hiera_video = True
+        root.addHandler(handler)
+    root.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, (torch.Tensor, np.generic)):
+        value = value.item()
+    if isinstance(value, float) and math.isfinite(value):
+        return decimal.Decimal(f"{value:.5f}")
+    if isinstance(value, Mapping):
+        return {key: _rounded(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(item) for item in value]
+    return value
+
+
+def format_json_stats(stats: Mapping[str, Any]) -> str:
+    """`json_stats: {...}` with sorted keys and floats rounded to 5 decimals (tensors/NumPy scalars unwrapped).
+
+    A diverged loss is written as NaN/Infinity (Python's json reads them) rather than hidden as null."""
+    return _JSON_STATS_PREFIX + simplejson.dumps(_rounded(stats), sort_keys=True, use_decimal=True, allow_nan=True)
+
+
+def log_json_stats(stats: Mapping[str, Any], output_dir: str | None = None) -> str:
+    """Log a `json_stats: {...}` line and append it to OUTPUT_DIR/json_stats.log; returns the line.
+
+    Call it on rank 0 only: it does not check the rank itself."""
+    line = format_json_stats(stats)
+    logger.info(line)
+    if output_dir:
+        PathManager.mkdirs(output_dir)
+        with PathManager.open(os.path.join(output_dir, JSON_STATS_FILE), "a") as f:
+            f.write(line + "\n")
+    return line
+
+
+def read_json_stats(path: str) -> list[dict]:
+    """The stats dicts of a json_stats.log (or any log with `json_stats:` lines), in file order."""
+    records = []
+    with PathManager.open(path, "r") as f:
+        for line_number, line in enumerate(f, start=1):
+            start = line.find(_JSON_STATS_PREFIX)
+            if start < 0:
+                continue
+            try:
+                records.append(simplejson.loads(line[start + len(_JSON_STATS_PREFIX):], allow_nan=True))
+            except simplejson.JSONDecodeError as error:
+                raise ValueError(f"{path}:{line_number}: malformed json_stats line: {error}") from error
+    return records
+
+
+class ScalarMeter:
+    """One metric: median and mean over the last `window_size` values, and a weighted global average."""
+
+    def __init__(self, window_size: int = 20) -> None:
+        if window_size < 1:
+            raise ValueError(f"window_size must be >= 1, got {window_size}")
+        self._window: deque[float] = deque(maxlen=window_size)
+        self.total = 0.0
+        self.count = 0
+
+    def reset(self) -> None:
+        """Forget all values."""
+        self._window.clear()
+        self.total = 0.0
+        self.count = 0
+
+    def update(self, value: float, n: int = 1) -> None:
+        """Add `value`, weighted by `n` (e.g. the batch size) in the global average."""
+        value = float(value)
+        self._window.append(value)
+        self.total += value * n
+        self.count += n
+
+    @property
+    def latest(self) -> float:
+        return self._window[-1] if self._window else math.nan
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self._window) if self._window else math.nan
+
+    @property
+    def avg(self) -> float:
+        return statistics.fmean(self._window) if self._window else math.nan
+
+    @property
+    def global_avg(self) -> float:
+        return self.total / self.count if self.count else math.nan
+
+
+class MetricLogger:
+    """Named ScalarMeters created on first update (loss, dt, dt_data, dt_net, top1_err, ...)."""
+
+    def __init__(self, window_size: int = 20) -> None:
+        self.window_size = window_size
+        self.meters: dict[str, ScalarMeter] = {}
+
+    def update(self, n: int = 1, **values: float) -> None:
+        """Add one value per metric, each weighted by `n` in the global averages."""
+        for name, value in values.items():
+            self.meters.setdefault(name, ScalarMeter(self.window_size)).update(value, n)
+
+    def __getitem__(self, name: str) -> ScalarMeter:
+        if name not in self.meters:
+            raise KeyError(f"No metric '{name}'; logged metrics: {sorted(self.meters)}")
+        return self.meters[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.meters
+
+    def medians(self) -> dict[str, float]:
+        """Window median of every metric (for per-iteration logs)."""
+        return {name: meter.median for name, meter in self.meters.items()}
+
+    def global_averages(self) -> dict[str, float]:
+        """Weighted average of every metric since the last reset (for per-epoch logs)."""
+        return {name: meter.global_avg for name, meter in self.meters.items()}
+
+    def reset(self) -> None:
+        """Forget all values (the metric names stay)."""
+        for meter in self.meters.values():
+            meter.reset()
+
+
+class TensorboardWriter:
+    """Scalars to tensorboard; every method is a no-op when disabled or without a log_dir."""
+
+    def __init__(self, log_dir: str | None, enabled: bool = True) -> None:
+        self._writer = None
+        if enabled and log_dir:
+            # Imported here: loading tensorboard costs about a second that disabled runs should not pay.
+            from torch.utils.tensorboard import SummaryWriter
+            self._writer = SummaryWriter(log_dir=log_dir)
+
+    @property
+    def enabled(self) -> bool:
+        return self._writer is not None
+
+    def add_scalars(self, scalars: Mapping[str, float], step: int) -> None:
+        """Write each `tag: value` at global step `step`."""
+        if self._writer is None:
+            return
+        for tag, value in scalars.items():
+            if isinstance(value, (torch.Tensor, np.generic)):
+                value = value.item()
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise TypeError(f"Tensorboard scalar '{tag}' must be a number, got {type(value).__name__}")
+            self._writer.add_scalar(tag, value, step)
+
+    def flush(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def __enter__(self) -> TensorboardWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def eta_string(seconds: float) -> str:
+    """Seconds as `H:MM:SS` (`D days, H:MM:SS` past a day); "unknown" when not finite."""
+    if not math.isfinite(seconds):
+        return "unknown"
+    return str(datetime.timedelta(seconds=int(round(max(0.0, seconds)))))
+
+
+def memory_string() -> str:
+    """Peak memory in GB, e.g. "3.52G": CUDA max allocated when CUDA is available, else the process's max RSS."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.max_memory_allocated() / 1024 ** 3:.2f}G"
+    max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_bytes = max_rss if sys.platform == "darwin" else max_rss * 1024  # Linux reports KiB, macOS bytes
+    return f"{rss_bytes / 1024 ** 3:.2f}G"
+
+
+class ProgressReporter:
+    """Progress over `total` iterations: a tqdm bar when the stream is a TTY, otherwise a plain log line every
+    `period` iterations and at the end (so log files get no terminal control characters)."""
+
+    def __init__(self, total: int, desc: str, enabled: bool = True, period: int = 50,
+                 stream: TextIO | None = None) -> None:
+        if period < 1:
+            raise ValueError(f"period must be >= 1, got {period}")
+        self.total = total
+        self.desc = desc
+        self.enabled = enabled
+        self.period = period
+        self.n = 0
+        self._start = time.monotonic()
+        stream = stream or sys.stdout
+        is_tty = getattr(stream, "isatty", lambda: False)()
+        self._bar = tqdm(total=total, desc=desc, file=stream, dynamic_ncols=True) if enabled and is_tty else None
+
+    def update(self, n: int = 1, **postfix: Any) -> None:
+        """Advance by `n` iterations; `postfix` values (loss=..., lr=...) are shown next to the count."""
+        before, self.n = self.n, self.n + n
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            if postfix:
+                self._bar.set_postfix(postfix, refresh=False)
+            self._bar.update(n)
+        elif self.n // self.period > before // self.period or self.n == self.total:
+            logger.info(self._line(postfix))
+
+    def _line(self, postfix: Mapping[str, Any]) -> str:
+        elapsed = time.monotonic() - self._start
+        remaining = elapsed / self.n * (self.total - self.n) if self.n else math.inf
+        parts = [f"{self.desc}: {self.n}/{self.total}", f"elapsed {eta_string(elapsed)}",
+                 f"eta {eta_string(remaining)}"]
+        parts += [f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+                  for key, value in postfix.items()]
+        return "  ".join(parts)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> ProgressReporter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

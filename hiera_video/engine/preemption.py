@@ -1,0 +1,63 @@
+"""Stop requests from the outside world (Slurm's time-limit warning, preemption, `scontrol requeue`, Ctrl-C-free
+kills), turned into a clean stop at the next iteration boundary, agreed on by every rank.
+
+Slurm delivers SIGTERM when it preempts or requeues a job and, with `--signal=USR2@S`, SIGUSR2 S seconds before the
+time limit. A signal handler may fire in the middle of an optimiser step, so it only raises a flag; the trainer
+polls the flag between steps, saves a mid-epoch checkpoint and stops.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import torch
+import torch.distributed as dist
+
+logger = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+
+
+class StopRequested(Exception):
+    """Raised by the trainer after it saved a checkpoint because a stop signal arrived."""
+
+    def __init__(self, signal_name: str, checkpoint: str) -> None:
+        super().__init__(f"Stopped on {signal_name}; state saved in {checkpoint}")
+        self.signal_name = signal_name
+        self.checkpoint = checkpoint
+
+
+class StopFlag:
+    """Records the first stop signal received; `agreed()` shares it with all ranks."""
+
+    def __init__(self) -> None:
+        self.signal_name = ""
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> "StopFlag":
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def uninstall(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _on_signal(self, signum: int, frame) -> None:
+        if not self.signal_name:
+            self.signal_name = signal.Signals(signum).name
+            logger.warning("Received %s: will save a checkpoint and stop after the current iteration",
+                           self.signal_name)
+
+    def agreed(self, device: torch.device) -> bool:
+        """True on every rank as soon as any rank received a stop signal (a collective: call it on all ranks)."""
+        if not (dist.is_available() and dist.is_initialized()):
+            return bool(self.signal_name)
+        raised = torch.tensor([1.0 if self.signal_name else 0.0], device=device)
+        dist.all_reduce(raised, op=dist.ReduceOp.MAX)
+        if raised.item() and not self.signal_name:
+            self.signal_name = "SIGTERM(other rank)"
+        return bool(raised.item())

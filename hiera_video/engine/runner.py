@@ -1,0 +1,126 @@
+"""One job = train (TRAIN.ENABLE) then test (TEST.ENABLE) a config, in every process of the job.
+
+`launch(cfg, ...)` decides how many processes this machine runs (torchrun, NUM_GPUS, NUM_CPU_PROCS) and calls
+`run(ctx, cfg)` in each; tools/run_net.py and tools/submit.py both come through here.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+from typing import Any
+
+import numpy as np
+import torch
+from fvcore.common.config import CfgNode
+from iopath.common.file_io import g_pathmgr
+
+from hiera_video.engine import checkpoint as ckpt
+from hiera_video.engine import distributed as du
+from hiera_video.engine.logging import log_json_stats, setup_logging
+from hiera_video.engine.trainer import Trainer
+from hiera_video.models.complexity import count_gmacs, count_params
+from hiera_video.models.weights import load_pretrained, load_state_file
+from hiera_video.tasks import build_task
+
+logger = logging.getLogger(__name__)
+
+
+def check_layout(cfg: CfgNode, world_size: int) -> None:
+    """Fails early, saying what to change, when the config cannot run with `world_size` processes here."""
+    if cfg.NUM_GPUS > 0 and not torch.cuda.is_available():
+        raise RuntimeError(f"NUM_GPUS={cfg.NUM_GPUS} but no CUDA device is visible: set NUM_GPUS 0 to run on the CPU")
+    if cfg.NUM_GPUS > torch.cuda.device_count() > 0:
+        raise RuntimeError(f"NUM_GPUS={cfg.NUM_GPUS} but only {torch.cuda.device_count()} CUDA devices are visible")
+    parts = world_size * cfg.TRAIN.ACCUM_ITER
+    if cfg.TRAIN.ENABLE and cfg.TRAIN.BATCH_SIZE % parts:
+        raise ValueError(f"TRAIN.BATCH_SIZE={cfg.TRAIN.BATCH_SIZE} is not divisible by {world_size} processes x "
+                         f"TRAIN.ACCUM_ITER={cfg.TRAIN.ACCUM_ITER}: use a multiple of {parts}")
+
+
+def seed_process(cfg: CfgNode, rank: int) -> None:
+    """Per-rank seeds derived from RNG_SEED: reproducible runs whose ranks draw different random numbers."""
+    seed = du.seed_for(rank, cfg.RNG_SEED)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def prepare_demo_data(cfg: CfgNode, ctx: du.DistContext) -> None:
+    """With DATA.DEMO_DATASET, writes the built-in demo videos when PATH_TO_DATA_DIR holds no CSV lists."""
+    root = cfg.DATA.PATH_TO_DATA_DIR
+    if not cfg.DATA.DEMO_DATASET or g_pathmgr.exists(os.path.join(root, "train.csv")):
+        return
+    if ctx.is_main:
+        from hiera_video.data.demo import write_demo_dataset
+
+        logger.info("No train.csv in %s: writing the demo dataset there", root)
+        write_demo_dataset(root)
+    du.barrier()
+
+
+def load_test_weights(cfg: CfgNode, model: torch.nn.Module) -> str:
+    """Weights to test: TEST.CHECKPOINT_FILE_PATH, else the newest checkpoint in OUTPUT_DIR, else
+    TRAIN.CHECKPOINT_FILE_PATH. Returns the path used ('' when none: the model stays as built)."""
+    path = cfg.TEST.CHECKPOINT_FILE_PATH or ckpt.find_latest_checkpoint(cfg.OUTPUT_DIR) or \
+        cfg.TRAIN.CHECKPOINT_FILE_PATH
+    if not path:
+        logger.warning("TEST.ENABLE without any checkpoint to load: testing the freshly initialised model")
+        return ""
+    report = load_pretrained(model, load_state_file(path))
+    logger.info("Testing weights from %s: %s", path, report.summary())
+    return path
+
+
+def log_model_info(model: torch.nn.Module, input_shape: tuple[int, ...]) -> None:
+    params = count_params(model)
+    try:
+        gmacs = count_gmacs(model, (1, *input_shape))
+    except Exception as exc:  # a complexity count must never stop training
+        logger.warning("Could not count GMACs: %s", exc)
+        gmacs = float("nan")
+    logger.info("Model: %.2fM parameters, %.1f GMACs per %s clip", params / 1e6, gmacs,
+                "x".join(map(str, input_shape)))
+
+
+def run(ctx: du.DistContext, cfg: CfgNode) -> dict[str, Any]:
+    """Train and/or test `cfg` in this process; returns the test statistics (rank 0) or {}."""
+    setup_logging(cfg.OUTPUT_DIR, ctx.rank)
+    g_pathmgr.mkdirs(cfg.OUTPUT_DIR)
+    if ctx.is_main:
+        logger.info("Running with %d process(es), device %s. Config:\n%s", ctx.world_size, ctx.device, cfg.dump())
+    check_layout(cfg, ctx.world_size)
+    seed_process(cfg, ctx.rank)
+    prepare_demo_data(cfg, ctx)
+    task = build_task(cfg, ctx)
+    model = None
+    if cfg.TRAIN.ENABLE:
+        trainer = Trainer(cfg, task, ctx)
+        if ctx.is_main:
+            log_model_info(trainer.model, task.model_input_shape())
+        model = trainer.train()
+    results: dict[str, Any] = {}
+    if cfg.TEST.ENABLE:
+        if model is None:
+            model = task.build_model().to(ctx.device)
+            load_test_weights(cfg, model)
+        results = task.test(model)
+        if ctx.is_main:
+            log_json_stats({"split": "test_final", **results}, cfg.OUTPUT_DIR)
+    du.barrier()
+    return results
+
+
+def launch(cfg: CfgNode, init_method: str | None = None) -> dict[str, Any]:
+    """Runs `cfg` with the processes this machine should start: one per GPU (NUM_GPUS), NUM_CPU_PROCS on the CPU,
+    or just this one under torchrun / Slurm, where the launcher started every process already."""
+    if du.launched_externally():
+        return run(du.init_distributed(timeout_minutes=cfg.DIST_TIMEOUT_MINUTES), cfg)
+    procs = cfg.NUM_GPUS if cfg.NUM_GPUS > 0 else cfg.NUM_CPU_PROCS
+    check_layout(cfg, procs * cfg.NUM_SHARDS)
+    if procs * cfg.NUM_SHARDS == 1:
+        return run(du.init_distributed(use_cuda=cfg.NUM_GPUS > 0), cfg)
+    results = du.launch_local(run, procs, args=(cfg,), init_method=init_method, num_shards=cfg.NUM_SHARDS,
+                              shard_id=cfg.SHARD_ID, use_cuda=cfg.NUM_GPUS > 0,
+                              timeout_minutes=cfg.DIST_TIMEOUT_MINUTES)
+    return results[0] if results else {}

@@ -1,0 +1,246 @@
+"""The epoch / iteration loop: LR schedule, AMP, accumulation, clipping, logging, evaluation, checkpoints, resume.
+
+Resuming is exact: a checkpoint holds the model, optimizer, scaler, the position in the epoch and every rank's
+RNG state, and the sampler replays the same order and per-sample seeds, so a run stopped mid-epoch and resumed
+reaches the same weights as one that never stopped.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from typing import Any
+
+import torch
+from fvcore.common.config import CfgNode
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from hiera_video.data.build import build_train_loader
+from hiera_video.engine import checkpoint as ckpt
+from hiera_video.engine import distributed as du
+from hiera_video.engine.logging import MetricLogger, ProgressReporter, TensorboardWriter, eta_string, \
+    log_json_stats, memory_string
+from hiera_video.engine.optim import build_optimizer, lr_at, scaled_lr, set_lr
+from hiera_video.engine.preemption import StopFlag, StopRequested
+from hiera_video.models.weights import load_pretrained, load_state_file
+from hiera_video.tasks.base import Task
+
+logger = logging.getLogger(__name__)
+
+
+def amp_context(cfg: CfgNode, device: torch.device):
+    """Autocast on CUDA when TRAIN.MIXED_PRECISION is set; nothing on the CPU."""
+    if device.type == "cuda" and cfg.TRAIN.MIXED_PRECISION:
+        return torch.autocast("cuda", dtype=getattr(torch, cfg.TRAIN.AMP_DTYPE))
+    return contextlib.nullcontext()
+
+
+def move_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Tensors of a batch on `device` (non-blocking from pinned memory)."""
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+class Trainer:
+    """Trains `task`'s model as the config says, on this process's share of the data."""
+
+    def __init__(self, cfg: CfgNode, task: Task, ctx: du.DistContext) -> None:
+        self.cfg = cfg
+        self.task = task
+        self.ctx = ctx
+        self.device = ctx.device
+        self.model = task.build_model().to(self.device)
+        self.global_batch = cfg.TRAIN.BATCH_SIZE
+        self.base_lr = scaled_lr(cfg.SOLVER.BASE_LR, self.global_batch, cfg.SOLVER.BASE_LR_BATCH)
+        self.optimizer = build_optimizer(
+            self.model, name=cfg.SOLVER.OPTIMIZING_METHOD, base_lr=self.base_lr,
+            weight_decay=cfg.SOLVER.WEIGHT_DECAY, betas=tuple(cfg.SOLVER.BETAS), momentum=cfg.SOLVER.MOMENTUM,
+            layer_decay=cfg.SOLVER.LAYER_DECAY)
+        use_scaler = self.device.type == "cuda" and cfg.TRAIN.MIXED_PRECISION and cfg.TRAIN.AMP_DTYPE == "float16"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        self.start_epoch, self.start_iter = 0, 0
+        self.last_checkpoint = ""
+        self.best: dict[str, float] = {}
+        self.tensorboard = TensorboardWriter(f"{cfg.OUTPUT_DIR}/{cfg.TENSORBOARD.LOG_DIR}",
+                                             enabled=cfg.TENSORBOARD.ENABLE and ctx.is_main)
+
+    # ------------------------------------------------------------------------------------------------ state
+    def _state(self, epoch: int, iteration: int) -> dict[str, Any]:
+        rng_states = du.all_gather_object(ckpt.capture_rng_state())
+        return {
+            "model_state": ckpt.unwrap_model(self.model).state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "scaler_state": self.scaler.state_dict(),
+            "epoch": epoch,
+            "iter": iteration,
+            "world_size": self.ctx.world_size,
+            "rng_states": rng_states,
+            "best": dict(self.best),
+            "cfg": self.cfg.dump(),
+        }
+
+    def save(self, epoch: int, iteration: int) -> str:
+        """Checkpoint after `epoch` completed epochs and `iteration` steps of the next one (all ranks call it)."""
+        state = self._state(epoch, iteration)
+        path = ckpt.checkpoint_path(self.cfg.OUTPUT_DIR, epoch, iteration or None)
+        if self.ctx.is_main:
+            ckpt.save_checkpoint(path, state)
+            if iteration == 0:
+                ckpt.keep_last(self.cfg.OUTPUT_DIR, self.cfg.TRAIN.KEEP_ITER_CHECKPOINTS)
+            logger.info("Saved checkpoint %s", path)
+        du.barrier()
+        self.last_checkpoint = path
+        return path
+
+    def resume_or_initialise(self) -> None:
+        """Continue from the newest checkpoint in OUTPUT_DIR, else start from TRAIN.CHECKPOINT_FILE_PATH."""
+        latest = ckpt.find_latest_checkpoint(self.cfg.OUTPUT_DIR) if self.cfg.TRAIN.AUTO_RESUME else None
+        if latest:
+            state = ckpt.load_checkpoint(latest)
+            ckpt.unwrap_model(self.model).load_state_dict(state["model_state"])
+            self.optimizer.load_state_dict(state["optimizer_state"])
+            self.scaler.load_state_dict(state["scaler_state"])
+            self.start_epoch, self.start_iter = int(state["epoch"]), int(state["iter"])
+            self.best = dict(state.get("best", {}))
+            rng_states = state["rng_states"]
+            if len(rng_states) == self.ctx.world_size:
+                ckpt.restore_rng_state(rng_states[self.ctx.rank])
+            else:
+                logger.warning("Checkpoint was written by %d processes, this run has %d: RNG streams restart",
+                               len(rng_states), self.ctx.world_size)
+            self.last_checkpoint = latest
+            logger.info("Resumed from %s at epoch %d, iteration %d", latest, self.start_epoch + 1, self.start_iter)
+        elif self.cfg.TRAIN.CHECKPOINT_FILE_PATH:
+            path = self.cfg.TRAIN.CHECKPOINT_FILE_PATH
+            state = load_state_file(path)
+            report = load_pretrained(ckpt.unwrap_model(self.model), state)
+            logger.info("Initialised from %s: %s", path, report.summary())
+            if not self.cfg.TRAIN.CHECKPOINT_EPOCH_RESET and "optimizer_state" in state:
+                self.optimizer.load_state_dict(state["optimizer_state"])
+                self.start_epoch, self.start_iter = int(state.get("epoch", 0)), int(state.get("iter", 0))
+
+    # ------------------------------------------------------------------------------------------------ loop
+    def train(self) -> nn.Module:
+        """Runs epochs start_epoch..MAX_EPOCH-1; returns the (unwrapped) trained model."""
+        cfg = self.cfg
+        self.resume_or_initialise()
+        model = self.model
+        if self.ctx.world_size > 1:
+            model = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda"
+                                            else None, find_unused_parameters=False)
+        self.train_model = model
+        loader, sampler = build_train_loader(cfg, self.ctx)
+        self.steps_per_epoch = sampler.samples_per_epoch() // loader.batch_size // cfg.TRAIN.ACCUM_ITER
+        stop = StopFlag().install()
+        try:
+            for epoch in range(self.start_epoch, cfg.SOLVER.MAX_EPOCH):
+                start_iter = self.start_iter if epoch == self.start_epoch else 0
+                sampler.set_epoch(epoch, start_iter * loader.batch_size * cfg.TRAIN.ACCUM_ITER)
+                self.train_epoch(loader, epoch, start_iter, stop)
+                last = epoch + 1 == cfg.SOLVER.MAX_EPOCH
+                if last or (epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0:
+                    self.save(epoch + 1, 0)
+                if cfg.TRAIN.EVAL_PERIOD and (last or (epoch + 1) % cfg.TRAIN.EVAL_PERIOD == 0):
+                    self.evaluate(epoch)
+        finally:
+            stop.uninstall()
+            self.tensorboard.close()
+        return ckpt.unwrap_model(self.model)
+
+    def train_epoch(self, loader, epoch: int, start_iter: int, stop: StopFlag) -> None:
+        cfg, model = self.cfg, self.train_model
+        model.train()
+        meters = MetricLogger()
+        bad_files: set[str] = set()
+        accum = cfg.TRAIN.ACCUM_ITER
+        progress = ProgressReporter(self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.SOLVER.MAX_EPOCH}",
+                                    enabled=self.ctx.is_main, initial=start_iter)
+        batches = iter(loader)
+        for step in range(start_iter, self.steps_per_epoch):
+            if stop.agreed(self.device):
+                path = self.save(epoch, step)
+                raise StopRequested(stop.signal_name, path)
+            lr = lr_at(epoch + step / self.steps_per_epoch, self.base_lr, cfg.SOLVER.MAX_EPOCH,
+                       cfg.SOLVER.WARMUP_EPOCHS, cfg.SOLVER.WARMUP_START_LR, cfg.SOLVER.COSINE_END_LR,
+                       cfg.SOLVER.LR_POLICY)
+            set_lr(self.optimizer, lr)
+            t0 = time.perf_counter()
+            micro_batches = [next(batches) for _ in range(accum)]
+            t_data = time.perf_counter() - t0
+            stats = self._optimisation_step(model, micro_batches, epoch, step)
+            for micro in micro_batches:
+                bad_files.update(self._report_bad(micro, bad_files))
+            dt = time.perf_counter() - t0
+            meters.update(dt=dt, dt_data=t_data, dt_net=dt - t_data, **stats)
+            progress.update(1)
+            done = step + 1
+            if done % cfg.LOG_PERIOD == 0 or done == self.steps_per_epoch:
+                remaining = (cfg.SOLVER.MAX_EPOCH - epoch - 1) * self.steps_per_epoch + self.steps_per_epoch - done
+                line = {"_type": "train_iter", "epoch": f"{epoch + 1}/{cfg.SOLVER.MAX_EPOCH}",
+                        "iter": f"{done}/{self.steps_per_epoch}", "lr": lr, "mem": memory_string(),
+                        "eta": eta_string(meters.median("dt") * remaining), **meters.medians()}
+                self._log(line)
+                self.tensorboard.add_scalars({"Train/loss": stats["loss"], "Train/lr": lr},
+                                             epoch * self.steps_per_epoch + done)
+            if cfg.TRAIN.CHECKPOINT_ITER_PERIOD and done % cfg.TRAIN.CHECKPOINT_ITER_PERIOD == 0 \
+                    and done < self.steps_per_epoch:
+                self.save(epoch, done)
+        progress.close()
+        bad_count = sum(du.all_gather_object(len(bad_files)))
+        self._log({"_type": "train_epoch", "epoch": f"{epoch + 1}/{cfg.SOLVER.MAX_EPOCH}", "lr": lr,
+                   "mem": memory_string(), "bad_videos": bad_count, **meters.global_averages()})
+        self._check_bad_fraction(bad_count, len(loader.dataset), "train")
+
+    def _optimisation_step(self, model: nn.Module, micro_batches: list[dict], epoch: int, step: int
+                           ) -> dict[str, float]:
+        accum = len(micro_batches)
+        totals: dict[str, float] = {}
+        for i, batch in enumerate(micro_batches):
+            sync = i == accum - 1 or not isinstance(model, DistributedDataParallel)
+            with (contextlib.nullcontext() if sync else model.no_sync()), amp_context(self.cfg, self.device):
+                loss, stats = self.task.loss(model, move_to(batch, self.device))
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(
+                    f"Loss is {loss.item()} at epoch {epoch + 1}, iteration {step + 1}; last good checkpoint: "
+                    f"{self.last_checkpoint or 'none yet'}. Lower SOLVER.BASE_LR, raise warmup or enable "
+                    f"SOLVER.CLIP_GRAD_L2NORM, then resume.")
+            self.scaler.scale(loss / accum).backward()
+            for key, value in {"loss": loss.item(), **stats}.items():
+                totals[key] = totals.get(key, 0.0) + value / accum
+        if self.cfg.SOLVER.CLIP_GRAD_L2NORM > 0:
+            self.scaler.unscale_(self.optimizer)
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.SOLVER.CLIP_GRAD_L2NORM)
+            totals["grad_norm"] = float(norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return totals
+
+    def _report_bad(self, batch: dict, known: set[str]) -> set[str]:
+        new = {entry for entry in batch.get("bad_files", []) if entry not in known}
+        for entry in sorted(new):
+            logger.warning("Skipped a video that failed to decode: %s", entry)
+        return new
+
+    def _check_bad_fraction(self, bad: int, total: int, split: str) -> None:
+        if total and bad / total > self.cfg.DATA.MAX_BAD_FRACTION:
+            raise RuntimeError(f"{bad} of {total} videos of the {split} split failed to decode, more than "
+                               f"DATA.MAX_BAD_FRACTION={self.cfg.DATA.MAX_BAD_FRACTION}; see the warnings above "
+                               f"for the files")
+
+    def evaluate(self, epoch: int) -> dict[str, Any]:
+        model = ckpt.unwrap_model(self.model)
+        stats = self.task.validate(model, epoch)
+        for key in self.task.tracked_minima:
+            if key in stats:
+                self.best[key] = min(self.best.get(key, math.inf), stats[key])
+                stats[f"min_{key}"] = self.best[key]
+        self._log({"_type": "val_epoch", "epoch": f"{epoch + 1}/{self.cfg.SOLVER.MAX_EPOCH}", **stats})
+        self.tensorboard.add_scalars({f"Val/{k}": v for k, v in stats.items() if isinstance(v, (int, float))},
+                                     epoch + 1)
+        return stats
+
+    def _log(self, stats: dict[str, Any]) -> None:
+        if self.ctx.is_main:
+            log_json_stats(stats, self.cfg.OUTPUT_DIR)

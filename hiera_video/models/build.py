@@ -1,0 +1,46 @@
+"""build_model(cfg): the named constructor of MODEL.ARCH with the config's overrides."""
+from __future__ import annotations
+
+from typing import Any
+
+from fvcore.common.config import CfgNode
+from torch import nn
+
+from hiera_video.models.registry import create_model
+
+# HIERA config key -> constructor argument; unset values (-1 or []) keep the constructor's default.
+_HIERA_OVERRIDES = {
+    "EMBED_DIM": "embed_dim", "NUM_HEADS": "num_heads", "STAGES": "stages", "Q_POOL": "q_pool",
+    "Q_STRIDE": "q_stride", "MASK_UNIT_SIZE": "mask_unit_size", "MASK_UNIT_ATTN": "mask_unit_attn",
+    "PATCH_KERNEL": "patch_kernel", "PATCH_STRIDE": "patch_stride", "PATCH_PADDING": "patch_padding",
+    "MLP_RATIO": "mlp_ratio",
+}
+_MAE_OVERRIDES = {"DECODER_EMBED_DIM": "decoder_embed_dim", "DECODER_DEPTH": "decoder_depth",
+                  "DECODER_NUM_HEADS": "decoder_num_heads"}
+
+
+def _is_set(value: Any) -> bool:
+    return value != -1 and value != [] and value != -1.0
+
+
+def model_overrides(cfg: CfgNode) -> dict[str, Any]:
+    """Constructor keyword arguments implied by the config (input size, classes, HIERA.*, MAE.*)."""
+    size = cfg.DATA.TRAIN_CROP_SIZE
+    overrides: dict[str, Any] = {"input_size": (cfg.DATA.NUM_FRAMES, size, size),
+                                 "drop_path_rate": cfg.HIERA.DROP_PATH_RATE}
+    for key, arg in _HIERA_OVERRIDES.items():
+        if _is_set(cfg.HIERA[key]):
+            value = cfg.HIERA[key]
+            overrides[arg] = tuple(value) if isinstance(value, list) else value
+    if cfg.MODEL.ARCH.startswith("mae_"):
+        overrides["target"] = cfg.MAE.TARGET
+        overrides.update({arg: cfg.MAE[key] for key, arg in _MAE_OVERRIDES.items() if _is_set(cfg.MAE[key])})
+    else:
+        overrides["num_classes"] = cfg.MODEL.NUM_CLASSES
+        overrides["head_dropout"] = cfg.MODEL.DROPOUT_RATE
+    return overrides
+
+
+def build_model(cfg: CfgNode) -> nn.Module:
+    """The model of MODEL.ARCH, sized by DATA.NUM_FRAMES x DATA.TRAIN_CROP_SIZE, with HIERA/MAE overrides."""
+    return create_model(cfg.MODEL.ARCH, **model_overrides(cfg))

@@ -1,0 +1,211 @@
+"""Masked autoencoder with a Hiera encoder (video and image), compatible with the official `mae_hiera_*` files.
+
+Data flow of `forward(x, mask_ratio, mask)`:
+  1. a random mask per mask unit (True = visible; video unit = 1 token-frame x 8x8 tokens = 2 frames x 32x32 px);
+  2. the encoder runs on the visible units only (masked pixels are zeroed before the stem);
+  3. multi-scale fusion: the outputs of the first `q_pool` stages are pooled per unit to the last stage's resolution
+     by strided convs and summed with the last stage's output, then `encoder_norm`;
+  4. decoder: embed, fill masked units with `mask_token`, un-window to the natural token order, add
+     `decoder_pos_embed`, global blocks, norm, linear prediction of one target per final-resolution token;
+  5. MSE between prediction and target on the masked tokens only.
+
+Targets (`target=`):
+  "pixel": official semantics. Video uses only the first frame of each temporal token ("time-strided"); every
+           pred_stride x pred_stride patch is flattened in (py, px, c) order for video and (c, py, px) for images,
+           then normalised per patch with its mean and unbiased variance (eps 1e-6).
+  "hog":   HOG of the same (time-strided) frames per patch, see hiera_video.models.hog.
+"""
+import math
+from typing import List, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hiera_video.models.hiera import (
+    IMAGE_CONFIG,
+    IMAGE_SIZES,
+    LAYER_NORM_EPS,
+    VIDEO_CONFIG,
+    VIDEO_SIZES,
+    HieraBackbone,
+    HieraBlock,
+    unwindow_units,
+)
+from hiera_video.models.hog import hog_patch_targets, hog_target_dim
+from hiera_video.models.registry import register_model
+
+TARGETS = ("pixel", "hog")
+PIXEL_NORM_EPS = 1e-6
+
+
+def pixel_patches(images: torch.Tensor, patch_size: Tuple[int, int], channels_last: bool) -> torch.Tensor:
+    """[N, C, H, W] -> [N, (H / ph) * (W / pw), ph * pw * C], patches row-major, each flattened in (py, px, c)
+    order if channels_last else (c, py, px)."""
+    n, c, height, width = images.shape
+    ph, pw = patch_size
+    x = images.reshape(n, c, height // ph, ph, width // pw, pw)
+    x = x.permute(0, 2, 4, 3, 5, 1) if channels_last else x.permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(n, (height // ph) * (width // pw), -1)
+
+
+def normalise_patches(patches: torch.Tensor) -> torch.Tensor:
+    """Per-patch (last dim) standardisation with the unbiased variance, as the official MAE targets."""
+    mean = patches.mean(dim=-1, keepdim=True)
+    var = patches.var(dim=-1, keepdim=True)
+    return (patches - mean) / (var + PIXEL_NORM_EPS) ** 0.5
+
+
+def _apply_fusion_head(head: nn.Module, units: torch.Tensor) -> torch.Tensor:
+    """Apply a conv to every unit's feature map: [B, K, *unit_shape, C] -> [B, K, *unit_shape', C']."""
+    if isinstance(head, nn.Identity):
+        return units
+    batch, num_units = units.shape[:2]
+    out = head(units.flatten(0, 1).movedim(-1, 1))
+    return out.movedim(1, -1).unflatten(0, (batch, num_units))
+
+
+class MaskedAutoencoderHiera(HieraBackbone):
+    """Hiera MAE. Architecture arguments as HieraBackbone (q_pool is 2 in the released models), plus the decoder
+    (width, depth, heads) and the reconstruction `target` ("pixel" or "hog").
+
+    Shape attributes besides the backbone's: pred_stride (pixels per prediction token per axis; predictions cover
+    only the first frame of a temporal token), tokens_shape_final (prediction token grid), unit_shape_final
+    (tokens per mask unit at the last stage), target_dim (values predicted per token).
+    """
+
+    def __init__(
+        self,
+        decoder_embed_dim: int = 512,
+        decoder_depth: int = 8,
+        decoder_num_heads: int = 16,
+        target: str = "pixel",
+        **backbone,
+    ):
+        super().__init__(**backbone)
+        if target not in TARGETS:
+            raise ValueError(f"target={target!r} must be one of {TARGETS}")
+        self.target = target
+        ndim = len(self.input_size)
+        pools = self.q_pool
+        self.unit_shape_final = tuple(m // s**pools for m, s in zip(self.mask_unit_size, self.q_stride))
+        self.tokens_shape_final = self.stage_shapes[-1]
+        self.pred_stride = self.stage_strides[-1]
+        patch = self.pred_stride[-2:]
+        if target == "pixel":
+            self.target_dim = math.prod(patch) * self.in_chans
+        else:
+            self.target_dim = hog_target_dim(patch, self.in_chans)
+
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
+        self.decoder_pos_embed = nn.Parameter(torch.zeros(1, math.prod(self.tokens_shape_final), decoder_embed_dim))
+        self.encoder_norm = nn.LayerNorm(self.out_dim, eps=LAYER_NORM_EPS)
+        conv = {2: nn.Conv2d, 3: nn.Conv3d}[ndim]
+        heads: List[nn.Module] = []
+        for stage in range(pools):
+            unit_shape = [m // s**stage for m, s in zip(self.mask_unit_size, self.q_stride)]
+            kernel = tuple(u // f for u, f in zip(unit_shape, self.unit_shape_final))
+            heads.append(conv(self.stage_dims[stage], self.out_dim, kernel_size=kernel, stride=kernel))
+        heads.append(nn.Identity())  # the last stage is already at the final resolution
+        self.multi_scale_fusion_heads = nn.ModuleList(heads)
+
+        self.decoder_embed = nn.Linear(self.out_dim, decoder_embed_dim)
+        self.decoder_blocks = nn.ModuleList(
+            HieraBlock(decoder_embed_dim, decoder_embed_dim, decoder_num_heads, mlp_ratio=self.mlp_ratio)
+            for _ in range(decoder_depth)
+        )
+        self.decoder_norm = nn.LayerNorm(decoder_embed_dim, eps=LAYER_NORM_EPS)
+        self.decoder_pred = nn.Linear(decoder_embed_dim, self.target_dim)
+        self._init_mae_weights()
+
+    def _init_mae_weights(self) -> None:
+        """Official MAE init: xavier-uniform Linear (bias 0), LayerNorm 1/0, stem as a flattened Linear, trunc-normal
+        mask token and decoder position embedding; fusion convs keep PyTorch's default."""
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        nn.init.trunc_normal_(self.decoder_pos_embed, std=0.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        stem = self.patch_embed.proj.weight.data
+        nn.init.xavier_uniform_(stem.view(stem.shape[0], -1))
+
+    def no_weight_decay(self) -> List[str]:
+        """Parameter names excluded from weight decay."""
+        return super().no_weight_decay() + ["mask_token", "decoder_pos_embed"]
+
+    def forward_encoder(
+        self, x: torch.Tensor, mask_ratio: float = 0.9, mask: Optional[torch.Tensor] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Encode the visible units. Returns (latent [B, K, *unit_shape_final, C], mask [B, num_mask_units])."""
+        if mask is None:
+            mask = self.random_mask(x.shape[0], mask_ratio, device=x.device)
+        _, stage_maps = self.forward_tokens(x, mask, return_intermediates=True)
+        fused_inputs = stage_maps[: self.q_pool] + stage_maps[-1:]
+        latent = sum(_apply_fusion_head(h, m) for h, m in zip(self.multi_scale_fusion_heads, fused_inputs))
+        return self.encoder_norm(latent), mask
+
+    def forward_decoder(self, latent: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Decode to per-token predictions. Returns (pred [B, N_final, target_dim], visible [B, N_final] bool),
+        both in natural token order."""
+        x = self.decoder_embed(latent)
+        batch, dim = x.shape[0], x.shape[-1]
+        ndim = len(self.unit_shape_final)
+        full_shape = (batch, self.num_mask_units, *self.unit_shape_final, dim)
+        unit_visible = mask.view(batch, self.num_mask_units, *([1] * (ndim + 1)))
+        tokens = self.mask_token.to(x.dtype).view(1, 1, *([1] * ndim), dim).expand(full_shape)
+        tokens = tokens.masked_scatter(unit_visible.expand(full_shape), x)
+        tokens = unwindow_units(tokens, self.mask_spatial_shape).flatten(1, -2)
+        visible = unwindow_units(unit_visible.expand(*full_shape[:-1], 1), self.mask_spatial_shape)
+        x = tokens + self.decoder_pos_embed
+        for block in self.decoder_blocks:
+            x = block(x)
+        return self.decoder_pred(self.decoder_norm(x)), visible.reshape(batch, -1)
+
+    def targets(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction target of every prediction token: [B, N_final, target_dim] (natural token order)."""
+        if len(self.input_size) == 3:
+            frames = x[:, :, :: self.pred_stride[0]]  # first frame of each temporal token
+            batch, num_frames = frames.shape[0], frames.shape[2]
+            images = frames.transpose(1, 2).flatten(0, 1)
+        else:
+            batch, num_frames, images = x.shape[0], 1, x
+        patch = self.pred_stride[-2:]
+        if self.target == "hog":
+            per_image = hog_patch_targets(images, patch)
+        else:
+            per_image = normalise_patches(pixel_patches(images, patch, channels_last=len(self.input_size) == 3))
+        return per_image.reshape(batch, num_frames * per_image.shape[1], -1)
+
+    def forward_loss(
+        self, x: torch.Tensor, pred: torch.Tensor, masked: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """MSE on the masked tokens. Returns (loss, pred [M, D], label [M, D]) with M = masked tokens over the
+        batch in (sample, natural token) order."""
+        label = self.targets(x)[masked]
+        pred = pred[masked]
+        return F.mse_loss(pred, label), pred, label
+
+    def forward(
+        self,
+        x: Union[torch.Tensor, List[torch.Tensor]],
+        mask_ratio: float = 0.9,
+        mask: Optional[torch.Tensor] = None,
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x: [B, in_chans, *input_size]; mask: optional bool [B, num_mask_units], True = visible (else a random
+        mask hiding `mask_ratio` of the units). Returns (loss, pred, label, mask) like the official model."""
+        if isinstance(x, (list, tuple)):
+            x = x[0]
+        latent, mask = self.forward_encoder(x, mask_ratio, mask)
+        pred, visible = self.forward_decoder(latent, mask)
+        loss, pred, label = self.forward_loss(x, pred, ~visible)
+        return loss, pred, label, mask
+
+
+for _size, _widths in IMAGE_SIZES.items():
+    register_model(f"mae_hiera_{_size}_224", MaskedAutoencoderHiera, **IMAGE_CONFIG, **_widths, q_pool=2)
+for _size, _widths in VIDEO_SIZES.items():
+    register_model(f"mae_hiera_{_size}_16x224", MaskedAutoencoderHiera, **VIDEO_CONFIG, **_widths, q_pool=2)

@@ -1,0 +1,75 @@
+"""Named model constructors: `create_model("hiera_base_16x224", num_classes=174)`.
+
+A registered name is a model class plus its default hyper-parameters; any hyper-parameter the class accepts can be
+overridden by keyword, so tiny test/demo models come from the same code as the full ones.
+"""
+import dataclasses
+import difflib
+import inspect
+from typing import Any, Dict, List, Set, Type
+
+from torch import nn
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: its class and default keyword arguments."""
+
+    name: str
+    cls: Type[nn.Module]
+    defaults: Dict[str, Any]
+
+
+_MODELS: Dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, cls: Type[nn.Module], **defaults: Any) -> None:
+    """Register `name` as `cls(**defaults)`. Names are unique."""
+    if name in _MODELS:
+        raise ValueError(f"model name {name!r} is already registered")
+    unknown = set(defaults) - accepted_keywords(cls)
+    if unknown:
+        raise TypeError(f"{name}: {cls.__name__} does not accept {sorted(unknown)}")
+    _MODELS[name] = ModelSpec(name, cls, dict(defaults))
+
+
+def accepted_keywords(cls: Type[nn.Module]) -> Set[str]:
+    """Keyword arguments accepted by cls.__init__, following `**kwargs` up the class hierarchy."""
+    names: Set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass) or klass is nn.Module:
+            continue
+        params = list(inspect.signature(klass.__init__).parameters.values())[1:]
+        names.update(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return names
+
+
+def list_models() -> List[str]:
+    """Sorted names of all registered models."""
+    return sorted(_MODELS)
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The registered spec of `name`; KeyError with close matches when unknown."""
+    if name not in _MODELS:
+        close = difflib.get_close_matches(name, _MODELS, n=3)
+        hint = f"; did you mean {close}?" if close else f"; available: {list_models()}"
+        raise KeyError(f"unknown model {name!r}{hint}")
+    return _MODELS[name]
+
+
+def create_model(name: str, **overrides: Any) -> nn.Module:
+    """Build the registered model `name`, with keyword overrides of any hyper-parameter.
+
+    An override the model does not accept raises TypeError naming it (and the closest valid names).
+    """
+    spec = model_spec(name)
+    valid = accepted_keywords(spec.cls)
+    for key in overrides:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=3)
+            hint = f"; did you mean {close}?" if close else f"; valid: {sorted(valid)}"
+            raise TypeError(f"{name}: unknown override {key!r}{hint}")
+    return spec.cls(**{**spec.defaults, **overrides})

@@ -1,0 +1,46 @@
+"""What the trainer needs from a task. The trainer never branches on the task; tasks never run the loop."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from fvcore.common.config import CfgNode
+from torch import nn
+
+from hiera_video.engine.distributed import DistContext
+
+
+class Task:
+    """A learning problem: its model, its loss on a batch, and its evaluations.
+
+    `loss(model, batch)` returns the scalar loss and a dict of float statistics for the log; `validate` runs the
+    per-epoch evaluation and `test` the final one, both returning statistics (errors in %, or mAP).
+    """
+
+    name = "task"
+    # json_stats keys of `validate` whose minimum over epochs is also logged (as min_<key>).
+    tracked_minima: tuple[str, ...] = ()
+
+    def __init__(self, cfg: CfgNode, ctx: DistContext) -> None:
+        self.cfg = cfg
+        self.ctx = ctx
+
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def dataset_name(self, split: str) -> str:
+        return self.cfg.TEST.DATASET if split == "test" else self.cfg.TRAIN.DATASET
+
+    def loss(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def validate(self, model: nn.Module, epoch: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def test(self, model: nn.Module) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def model_input_shape(self) -> tuple[int, ...]:
+        """Shape of one input clip [C,T,H,W], for complexity counts."""
+        size = self.cfg.DATA.TRAIN_CROP_SIZE
+        return (3, self.cfg.DATA.NUM_FRAMES, size, size)

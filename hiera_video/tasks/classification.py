@@ -1,0 +1,126 @@
+"""Video classification (Kinetics, SSv2): soft-target cross-entropy, centre-view validation, multi-view test."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from iopath.common.file_io import g_pathmgr
+from torch import nn
+
+from hiera_video.data.build import build_eval_loader
+from hiera_video.data.mixup import MixupCutmix
+from hiera_video.engine import distributed as du
+from hiera_video.engine.logging import ProgressReporter
+from hiera_video.evaluation.classification import MultiViewAggregator, topk_errors
+from hiera_video.models.build import build_model
+from hiera_video.tasks.base import Task
+
+logger = logging.getLogger(__name__)
+
+
+def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against a distribution over classes (mixed and/or smoothed labels)."""
+    return torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+
+
+def smoothed_one_hot(labels: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
+    """One-hot targets with `smoothing` spread uniformly over all classes."""
+    off = smoothing / num_classes
+    return torch.full((labels.shape[0], num_classes), off, device=labels.device).scatter_(
+        1, labels.view(-1, 1), 1.0 - smoothing + off)
+
+
+class ClassificationTask(Task):
+    name = "classification"
+    tracked_minima = ("top1_err", "top5_err")
+
+    def __init__(self, cfg, ctx) -> None:
+        super().__init__(cfg, ctx)
+        self.num_classes = cfg.MODEL.NUM_CLASSES
+        self.mixup = MixupCutmix(
+            mixup_alpha=cfg.MIXUP.ALPHA, cutmix_alpha=cfg.MIXUP.CUTMIX_ALPHA, prob=cfg.MIXUP.PROB,
+            switch_prob=cfg.MIXUP.SWITCH_PROB, label_smoothing=cfg.MIXUP.LABEL_SMOOTH_VALUE,
+            num_classes=self.num_classes) if cfg.MIXUP.ENABLE else None
+        self._loaders: dict[str, Any] = {}
+
+    def build_model(self) -> nn.Module:
+        return build_model(self.cfg)
+
+    def loss(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        video, labels = batch["video"], batch["label"]
+        if self.mixup is not None:
+            video, targets = self.mixup(video, labels)
+        else:
+            targets = smoothed_one_hot(labels, self.num_classes, self.cfg.MIXUP.LABEL_SMOOTH_VALUE)
+        logits = model(video)
+        loss = soft_target_cross_entropy(logits, targets)
+        if self.mixup is not None:  # errors against mixed targets mean nothing
+            return loss, {}
+        top1, top5 = topk_errors(logits.detach(), labels, (1, 5))
+        return loss, {"top1_err": top1, "top5_err": top5}
+
+    def _loader(self, split: str):
+        if split not in self._loaders:
+            self._loaders[split] = build_eval_loader(self.cfg, self.ctx, split)
+        return self._loaders[split]
+
+    @torch.no_grad()
+    def validate(self, model: nn.Module, epoch: int) -> dict[str, Any]:
+        """Top-1/top-5 error (%) on one deterministic centre clip per validation video."""
+        model.eval()
+        loader = self._loader("val")
+        totals = torch.zeros(3, dtype=torch.float64)  # top1 errors, top5 errors, clips
+        for batch in loader:
+            logits = model(batch["video"].to(self.ctx.device, non_blocking=True)).float().cpu()
+            top1, top5 = topk_errors(logits, batch["label"], (1, 5))
+            n = logits.shape[0]
+            totals += torch.tensor([top1 * n, top5 * n, n], dtype=torch.float64)
+        totals = torch.tensor(du.all_gather_object(totals.tolist()), dtype=torch.float64).sum(0)
+        model.train()
+        return {"top1_err": float(totals[0] / totals[2]), "top5_err": float(totals[1] / totals[2]),
+                "num_clips": int(totals[2])}
+
+    @torch.no_grad()
+    def test(self, model: nn.Module) -> dict[str, Any]:
+        """Multi-view test: softmax scores of all views summed (or maxed) per video; writes per-video results."""
+        cfg = self.cfg
+        model.eval()
+        loader = self._loader("test")
+        dataset = loader.dataset
+        aggregator = MultiViewAggregator(len(dataset), self.num_classes, ensemble=cfg.TEST.ENSEMBLE_METHOD)
+        progress = ProgressReporter(len(loader), "test", enabled=self.ctx.is_main)
+        bad: set[str] = set()
+        for batch in loader:
+            scores = model(batch["video"].to(self.ctx.device, non_blocking=True)).float().softmax(-1).cpu()
+            aggregator.update(scores, batch["index"], batch["view"], labels=batch["label"])
+            bad.update(batch["bad_files"])
+            progress.update(1)
+        progress.close()
+        for other in du.all_gather_object(aggregator.state())[:]:
+            if self.ctx.is_main:
+                aggregator.merge_state(other)
+        bad_all = sorted(set().union(*du.all_gather_object(bad)))
+        if not self.ctx.is_main:
+            return {}
+        for entry in bad_all:
+            logger.warning("Test video failed to decode: %s", entry)
+        results = aggregator.finalize()
+        results["bad_videos"] = len(bad_all)
+        self._write_predictions(aggregator, dataset)
+        return results
+
+    def _write_predictions(self, aggregator: MultiViewAggregator, dataset) -> None:
+        path = os.path.join(self.cfg.OUTPUT_DIR, self.cfg.TEST.SAVE_RESULTS_PATH or "test_predictions.csv")
+        rows = aggregator.per_video_predictions()
+        tmp = path + ".tmp"
+        with g_pathmgr.open(tmp, "w") as f:
+            f.write("video,label,pred_top5,score_top5,num_views\n")
+            for row in rows:
+                video = dataset.records[row["video"]].video_id
+                f.write(f"{video},{row['label']},{' '.join(map(str, row['top5']))},"
+                        f"{' '.join(f'{s:.5f}' for s in row['scores'])},{row['num_views']}\n")
+        g_pathmgr.mv(tmp, path)
+        logger.info("Wrote per-video predictions to %s", path)

@@ -1,0 +1,45 @@
+"""Masked-autoencoder pretraining: the loss is the model's reconstruction error on masked mask units."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from hiera_video.data.build import build_eval_loader
+from hiera_video.engine import distributed as du
+from hiera_video.models.build import build_model
+from hiera_video.tasks.base import Task
+
+
+class MaeTask(Task):
+    name = "mae"
+    tracked_minima = ("loss",)
+
+    def build_model(self) -> nn.Module:
+        return build_model(self.cfg)
+
+    def loss(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        loss = model(batch["video"], mask_ratio=self.cfg.MAE.MASK_RATIO)[0]
+        return loss, {}
+
+    @torch.no_grad()
+    def _mean_loss(self, model: nn.Module, split: str) -> dict[str, Any]:
+        """Reconstruction loss with masks drawn from a fixed seed, so epochs compare like with like."""
+        model.eval()
+        total, clips = 0.0, 0
+        with torch.random.fork_rng(devices=[self.ctx.device] if self.ctx.device.type == "cuda" else []):
+            torch.manual_seed(self.cfg.RNG_SEED + self.ctx.rank)
+            for batch in build_eval_loader(self.cfg, self.ctx, split):
+                video = batch["video"].to(self.ctx.device, non_blocking=True)
+                total += float(model(video, mask_ratio=self.cfg.MAE.MASK_RATIO)[0]) * video.shape[0]
+                clips += video.shape[0]
+        model.train()
+        sums = torch.tensor(du.all_gather_object([total, clips]), dtype=torch.float64).sum(0)
+        return {"loss": float(sums[0] / max(sums[1], 1)), "num_clips": int(sums[1])}
+
+    def validate(self, model: nn.Module, epoch: int) -> dict[str, Any]:
+        return self._mean_loss(model, "val")
+
+    def test(self, model: nn.Module) -> dict[str, Any]:
+        return self._mean_loss(model, "test")

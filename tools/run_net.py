@@ -1,0 +1,43 @@
+#!/usr/bin/env python
+"""Train and/or test a config: `python tools/run_net.py --cfg configs/Kinetics/HIERA_L_MAE.yaml [KEY VALUE ...]`.
+
+Several --cfg files run one after the other (PySlowFast behaviour). Works as a plain command (one process, or
+NUM_GPUS / NUM_CPU_PROCS processes it starts itself), under torchrun, and on several machines with --init_method
+tcp://HOST:PORT --num_shards N --shard_id i.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from hiera_video.config import load_config  # noqa: E402
+from hiera_video.engine.runner import launch  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cfg", dest="cfg_files", nargs="+", required=True, help="config YAML file(s)")
+    parser.add_argument("--init_method", default=None,
+                        help="process-group rendezvous for manual multi-machine runs, e.g. tcp://host:9999")
+    parser.add_argument("--num_shards", type=int, default=None, help="machines in the job (sets NUM_SHARDS)")
+    parser.add_argument("--shard_id", type=int, default=None, help="this machine's index (sets SHARD_ID)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides, e.g. SOLVER.BASE_LR 1e-4")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    opts = [o for o in args.opts if o != "--opts"]
+    if args.num_shards is not None:
+        opts += ["NUM_SHARDS", str(args.num_shards)]
+    if args.shard_id is not None:
+        opts += ["SHARD_ID", str(args.shard_id)]
+    for path in args.cfg_files:
+        launch(load_config(path, opts), init_method=args.init_method)
+
+
+if __name__ == "__main__":
+    main()
