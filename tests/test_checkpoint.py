@@ -70,6 +70,10 @@ def test_values_weights_only_cannot_load_are_refused_before_writing(tmp_path):
 
 @pytest.fixture
 def single_process_group(tmp_path):
+    """A one-process gloo group for a real DistributedDataParallel wrapper (reuses one that already exists)."""
+    if dist.is_initialized():
+        yield
+        return
     dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
     yield
     dist.destroy_process_group()
@@ -92,16 +96,23 @@ def test_ddp_prefix_is_not_saved(tmp_path, single_process_group):
 def test_crash_while_writing_keeps_previous_latest(tmp_path, monkeypatch):
     out = str(tmp_path)
     save_checkpoint(checkpoint_path(out, 1), _tiny_state(1))
+    seen_mid_write = {}
 
     def save_half_then_fail(obj, f):
         f.write(b"PK\x03\x04 partial data")
+        f.flush()
+        # What a resuming job would see if the machine died right now.
+        seen_mid_write["listed"] = _names(list_checkpoints(out))
+        seen_mid_write["latest"] = find_latest_checkpoint(out)
         raise OSError("No space left on device")
 
     monkeypatch.setattr(ckpt.torch, "save", save_half_then_fail)
     with pytest.raises(OSError, match="No space left"):
         save_checkpoint(checkpoint_path(out, 2), _tiny_state(2))
     monkeypatch.undo()
-    assert _names(os.listdir(os.path.join(out, "checkpoints"))) == ["checkpoint_epoch_00001.pyth"]
+    assert seen_mid_write == {"listed": ["checkpoint_epoch_00001.pyth"], "latest": checkpoint_path(out, 1)}
+    # The failed save cleans up its temporary file.
+    assert os.listdir(os.path.join(out, "checkpoints")) == ["checkpoint_epoch_00001.pyth"]
     assert find_latest_checkpoint(out) == checkpoint_path(out, 1)
 
 

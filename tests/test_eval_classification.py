@@ -79,16 +79,16 @@ def test_missing_views_are_reported_and_unseen_videos_not_scored():
     no_views = _aggregate("max", rows=[0, 1, 2])  # video 1 never seen: excluded, reported
     assert no_views.finalize() == {"top1_acc": 100.0, "top5_acc": 100.0, "num_videos": 1,
                                    "videos_with_missing_views": 1}
-    assert [row["video_idx"] for row in no_views.per_video_predictions()] == [0]
+    assert [row["video"] for row in no_views.per_video_predictions()] == [0]
 
 
 def test_per_video_predictions_give_mean_scores_for_sum():
-    rows = _aggregate("sum").per_video_predictions(k=2)
-    assert rows[0]["video_idx"] == 0 and rows[0]["label"] == 0 and rows[0]["num_views"] == 3
-    assert rows[0]["pred_classes"] == [1, 0]
-    assert rows[0]["pred_scores"] == pytest.approx([1.6 / 3, 1.4 / 3])
-    assert rows[1]["pred_classes"] == [2, 1]
-    assert len(_aggregate("max").per_video_predictions()[0]["pred_classes"]) == 3  # k clipped to classes
+    rows = _aggregate("sum").per_video_predictions()
+    assert rows[0]["video"] == 0 and rows[0]["label"] == 0 and rows[0]["num_views"] == 3
+    assert rows[0]["top5"] == [1, 0, 2]  # 5 clipped to the 3 classes
+    assert rows[0]["scores"] == pytest.approx([1.6 / 3, 1.4 / 3, 0.0])
+    assert rows[1]["top5"][0] == 2
+    assert _aggregate("max").per_video_predictions()[0]["scores"] == pytest.approx([0.9, 0.8, 0.0])
 
 
 def _state_via_bytes(agg):

@@ -97,6 +97,7 @@ def test_metric_logger_tracks_named_meters():
     metrics.update(loss=2.0, dt=0.3, n=2)
     metrics.update(loss=1.0, dt=0.1, n=4)
     assert metrics.medians() == pytest.approx({"loss": 1.5, "dt": 0.2})
+    assert metrics.median("dt") == pytest.approx(0.2)
     assert metrics.global_averages()["loss"] == pytest.approx((8 + 4 + 4) / 8)
     assert "dt" in metrics and "top1_err" not in metrics
     with pytest.raises(KeyError, match="top1_err.*'dt', 'loss'"):
@@ -130,6 +131,15 @@ def test_progress_without_tty_logs_plain_lines_every_period(caplog):
     assert [m.split("  ")[0] for m in messages] == ["val: 3/7", "val: 6/7", "val: 7/7"]
     assert "loss 0.1235" in messages[0] and "eta" in messages[0]
     assert stream.getvalue() == "" and not any("\r" in m for m in messages)
+
+
+def test_progress_of_a_resumed_epoch_starts_at_initial(caplog):
+    caplog.set_level(logging.INFO)
+    with ProgressReporter(total=10, desc="epoch 2/5", period=4, stream=io.StringIO(), initial=6) as progress:
+        for _ in range(4):
+            progress.update()
+    messages = [r.getMessage().split("  ")[0] for r in caplog.records if r.name == "hiera_video.engine.logging"]
+    assert messages == ["epoch 2/5: 8/10", "epoch 2/5: 10/10"]
 
 
 def test_progress_on_a_tty_draws_a_bar_and_disabled_is_silent(caplog):

@@ -110,6 +110,10 @@ def test_nested_backbone_counts_blocks_but_not_decoder_blocks():
 
 @pytest.fixture
 def single_process_group(tmp_path):
+    """A one-process gloo group for a real DistributedDataParallel wrapper (reuses one that already exists)."""
+    if dist.is_initialized():
+        yield
+        return
     dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
     yield
     dist.destroy_process_group()

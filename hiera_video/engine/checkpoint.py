@@ -12,7 +12,6 @@ import logging
 import os
 import random
 import re
-import uuid
 import zipfile
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -22,6 +21,8 @@ import torch
 from iopath.common.file_io import g_pathmgr as PathManager
 from torch import nn
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
+
+from hiera_video.engine.atomic import atomic_open
 
 logger = logging.getLogger(__name__)
 
@@ -128,33 +129,6 @@ def _strip_ddp_prefix(model_state: Mapping[str, Any]) -> Mapping[str, Any]:
     return stripped
 
 
-def _is_local(path: str) -> bool:
-    """Whether iopath serves `path` from the local file system (no `scheme://` prefix)."""
-    return "://" not in path
-
-
-def _fsync_directory(folder: str) -> None:
-    # Makes the rename itself durable; only meaningful (and possible) for local folders.
-    if not _is_local(folder):
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _replace(src: str, dst: str) -> None:
-    if _is_local(dst):
-        # iopath's mv refuses to overwrite an existing file; os.replace is the atomic POSIX rename that does.
-        os.replace(src, dst)
-        return
-    if PathManager.exists(dst):
-        PathManager.rm(dst)
-    if not PathManager.mv(src, dst):
-        raise OSError(f"Could not move {src} to {dst}")
-
-
 def save_checkpoint(path: str, state: dict) -> None:
     """Write `state` atomically to `path` (temporary file in the same folder, fsync, rename).
 
@@ -165,21 +139,8 @@ def save_checkpoint(path: str, state: dict) -> None:
     if "model_state" in state:
         state = {**state, "model_state": _strip_ddp_prefix(state["model_state"])}
     _check_weights_only_loadable(state, "state")
-    folder = os.path.dirname(path) or "."
-    PathManager.mkdirs(folder)
-    tmp_path = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with PathManager.open(tmp_path, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            if _is_local(tmp_path):
-                os.fsync(f.fileno())
-        _replace(tmp_path, path)
-    except BaseException:
-        if PathManager.exists(tmp_path):
-            PathManager.rm(tmp_path)
-        raise
-    _fsync_directory(folder)
+    with atomic_open(path, "wb") as f:
+        torch.save(state, f)
     logger.info("Saved checkpoint %s", path)
 
 

@@ -170,6 +170,10 @@ class MetricLogger:
     def __contains__(self, name: str) -> bool:
         return name in self.meters
 
+    def median(self, name: str) -> float:
+        """Window median of one metric."""
+        return self[name].median
+
     def medians(self) -> dict[str, float]:
         """Window median of every metric (for per-iteration logs)."""
         return {name: meter.median for name, meter in self.meters.items()}
@@ -246,18 +250,20 @@ class ProgressReporter:
     `period` iterations and at the end (so log files get no terminal control characters)."""
 
     def __init__(self, total: int, desc: str, enabled: bool = True, period: int = 50,
-                 stream: TextIO | None = None) -> None:
+                 stream: TextIO | None = None, initial: int = 0) -> None:
+        """`initial`: iterations already done (a resumed epoch); they do not count towards the speed."""
         if period < 1:
             raise ValueError(f"period must be >= 1, got {period}")
         self.total = total
         self.desc = desc
         self.enabled = enabled
         self.period = period
-        self.n = 0
+        self.n = self.initial = initial
         self._start = time.monotonic()
         stream = stream or sys.stdout
         is_tty = getattr(stream, "isatty", lambda: False)()
-        self._bar = tqdm(total=total, desc=desc, file=stream, dynamic_ncols=True) if enabled and is_tty else None
+        self._bar = (tqdm(total=total, desc=desc, file=stream, dynamic_ncols=True, initial=initial)
+                     if enabled and is_tty else None)
 
     def update(self, n: int = 1, **postfix: Any) -> None:
         """Advance by `n` iterations; `postfix` values (loss=..., lr=...) are shown next to the count."""
@@ -273,7 +279,8 @@ class ProgressReporter:
 
     def _line(self, postfix: Mapping[str, Any]) -> str:
         elapsed = time.monotonic() - self._start
-        remaining = elapsed / self.n * (self.total - self.n) if self.n else math.inf
+        done_here = self.n - self.initial
+        remaining = elapsed / done_here * (self.total - self.n) if done_here > 0 else math.inf
         parts = [f"{self.desc}: {self.n}/{self.total}", f"elapsed {eta_string(elapsed)}",
                  f"eta {eta_string(remaining)}"]
         parts += [f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"

@@ -88,7 +88,6 @@ class Trainer:
             ckpt.save_checkpoint(path, state)
             if iteration == 0:
                 ckpt.keep_last(self.cfg.OUTPUT_DIR, self.cfg.TRAIN.KEEP_ITER_CHECKPOINTS)
-            logger.info("Saved checkpoint %s", path)
         du.barrier()
         self.last_checkpoint = path
         return path

@@ -144,17 +144,17 @@ class MultiViewAggregator:
             "videos_with_missing_views": int((self.view_counts < expected).sum()),
         }
 
-    def per_video_predictions(self, k: int = 5) -> list[dict[str, Any]]:
-        """One row per video with views: video index, label (-1 unknown), views seen, top-k classes and scores
-        (mean probability over views for "sum", max for "max")."""
-        k = min(k, self.num_classes)
+    def per_video_predictions(self) -> list[dict[str, Any]]:
+        """One row per video with views: `video` index, `label` (-1 unknown), `num_views` seen, the `top5`
+        classes and their `scores` (mean probability over views for "sum", the maximum for "max")."""
+        k = min(5, self.num_classes)
         rows = []
         for video in self._scored().nonzero().flatten().tolist():
             views = int(self.view_counts[video])
             scores = self.scores[video] / views if self.ensemble == "sum" else self.scores[video]
             top = scores.topk(k)
-            rows.append({"video_idx": video, "label": int(self.labels[video]), "num_views": views,
-                         "pred_classes": top.indices.tolist(), "pred_scores": top.values.tolist()})
+            rows.append({"video": video, "label": int(self.labels[video]), "num_views": views,
+                         "top5": top.indices.tolist(), "scores": top.values.tolist()})
         return rows
 
     def state(self) -> dict[str, Any]:

@@ -1,18 +1,19 @@
 """Video classification (Kinetics, SSv2): soft-target cross-entropy, centre-view validation, multi-view test."""
 from __future__ import annotations
 
+import csv
 import logging
 import os
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from iopath.common.file_io import g_pathmgr
 from torch import nn
 
 from hiera_video.data.build import build_eval_loader
 from hiera_video.data.mixup import MixupCutmix
 from hiera_video.engine import distributed as du
+from hiera_video.engine.atomic import atomic_open
 from hiera_video.engine.logging import ProgressReporter
 from hiera_video.evaluation.classification import MultiViewAggregator, topk_errors
 from hiera_video.models.build import build_model
@@ -90,7 +91,8 @@ class ClassificationTask(Task):
         model.eval()
         loader = self._loader("test")
         dataset = loader.dataset
-        aggregator = MultiViewAggregator(len(dataset), self.num_classes, ensemble=cfg.TEST.ENSEMBLE_METHOD)
+        aggregator = MultiViewAggregator(len(dataset), self.num_classes, ensemble=cfg.TEST.ENSEMBLE_METHOD,
+                                         num_views=cfg.TEST.NUM_ENSEMBLE_VIEWS * cfg.TEST.NUM_SPATIAL_CROPS)
         progress = ProgressReporter(len(loader), "test", enabled=self.ctx.is_main)
         bad: set[str] = set()
         for batch in loader:
@@ -99,9 +101,11 @@ class ClassificationTask(Task):
             bad.update(batch["bad_files"])
             progress.update(1)
         progress.close()
-        for other in du.all_gather_object(aggregator.state())[:]:
-            if self.ctx.is_main:
-                aggregator.merge_state(other)
+        states = du.all_gather_object(aggregator.state())
+        if self.ctx.is_main:
+            for rank, other in enumerate(states):
+                if rank != self.ctx.rank:
+                    aggregator.merge(other)
         bad_all = sorted(set().union(*du.all_gather_object(bad)))
         if not self.ctx.is_main:
             return {}
@@ -115,12 +119,10 @@ class ClassificationTask(Task):
     def _write_predictions(self, aggregator: MultiViewAggregator, dataset) -> None:
         path = os.path.join(self.cfg.OUTPUT_DIR, self.cfg.TEST.SAVE_RESULTS_PATH or "test_predictions.csv")
         rows = aggregator.per_video_predictions()
-        tmp = path + ".tmp"
-        with g_pathmgr.open(tmp, "w") as f:
-            f.write("video,label,pred_top5,score_top5,num_views\n")
+        with atomic_open(path, "w") as f:
+            writer = csv.writer(f)
+            writer.writerow(["video", "label", "pred_top5", "score_top5", "num_views"])
             for row in rows:
-                video = dataset.records[row["video"]].video_id
-                f.write(f"{video},{row['label']},{' '.join(map(str, row['top5']))},"
-                        f"{' '.join(f'{s:.5f}' for s in row['scores'])},{row['num_views']}\n")
-        g_pathmgr.mv(tmp, path)
+                writer.writerow([dataset.records[row["video"]].video_id, row["label"], " ".join(map(str, row["top5"])),
+                                 " ".join(f"{s:.5f}" for s in row["scores"]), row["num_views"]])
         logger.info("Wrote per-video predictions to %s", path)
