@@ -8,9 +8,13 @@ import warnings
 from typing import Any, Dict, List, Sequence
 
 import torch
-from fvcore.nn import ActivationCountAnalysis, FlopCountAnalysis
-from fvcore.nn.jit_handles import get_shape
 from torch import nn
+
+with warnings.catch_warnings():
+    # fvcore.nn scripts its focal loss at import, which torch >= 2.9 reports as deprecated; not our concern here.
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+    from fvcore.nn import ActivationCountAnalysis, FlopCountAnalysis
+    from fvcore.nn.jit_handles import get_shape
 
 SDPA_OP = "aten::scaled_dot_product_attention"
 # LayerNorm is elementwise work, not multiply-accumulates; leaving it out reproduces the paper's split for
@@ -28,6 +32,10 @@ def sdpa_macs(inputs: List[Any], outputs: List[Any]) -> int:
 def sdpa_activations(inputs: List[Any], outputs: List[Any]) -> int:
     """fvcore activation handle for SDPA: the elements of its output."""
     return math.prod(get_shape(outputs[0]))
+
+
+def _not_counted(inputs: List[Any], outputs: List[Any]) -> int:
+    return 0
 
 
 class _BoundCall(nn.Module):
@@ -53,7 +61,8 @@ def _analyse(analysis_cls, handle, model: nn.Module, input_shape: Sequence[int],
     analysis = analysis_cls(_BoundCall(model, method, kwargs), (_example_input(model, input_shape),))
     analysis.set_op_handle(SDPA_OP, handle)
     for op in NOT_MACS:
-        analysis.set_op_handle(op, None)
+        # A handle of None would not remove fvcore's default handle (fvcore 0.1.5), so count zero instead.
+        analysis.set_op_handle(op, _not_counted)
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
     return analysis
 
@@ -73,7 +82,7 @@ def gmacs_by_operator(
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             analysis = _analyse(FlopCountAnalysis, sdpa_macs, model, input_shape, method, method_kwargs)
-            return {op: count / 1e9 for op, count in analysis.by_operator().items()}
+            return {op: count / 1e9 for op, count in analysis.by_operator().items() if count}
     finally:
         model.train(was_training)
 

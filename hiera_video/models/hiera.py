@@ -52,35 +52,23 @@ def unroll_tokens(x: torch.Tensor, grid: Sequence[int], strides: Sequence[Sequen
     return x.permute(order).reshape(batch, num_tokens, channels)
 
 
-def reroll_tokens(
-    x: torch.Tensor, strides: Sequence[Sequence[int]], ndim: int, unit_grid: Optional[Sequence[int]] = None
-) -> torch.Tensor:
-    """Invert `unroll_tokens` for tokens whose first levels were already consumed by q-pooling.
+def reroll_tokens(x: torch.Tensor, strides: Sequence[Sequence[int]], ndim: int) -> torch.Tensor:
+    """Invert `unroll_tokens` inside each mask unit, for tokens whose first levels were consumed by q-pooling.
 
-    `strides` are the levels not yet consumed. With `unit_grid` (the grid of mask units; all units present) the
-    result is the natural feature map [B, *grid, C]; without it the tokens of K (visible) units are returned per
-    unit as [B, K, *unit_shape, C].
+    `strides` are the levels not yet consumed. Returns [B, K, *unit_shape, C] for the K units present (all or the
+    visible ones), unit_shape = prod(strides) per axis; `unwindow_units` then gives the full natural map.
     """
     batch, num_tokens, channels = x.shape
     levels = len(strides)
     digits = [s[d] for s in strides for d in range(ndim)]
-    unit_dims = list(unit_grid) if unit_grid is not None else [num_tokens // math.prod(digits)]
-    x = x.reshape(batch, *digits, *unit_dims, channels)
-    first_unit_axis = 1 + levels * ndim
-    unit_shape = [math.prod(s[d] for s in strides) for d in range(ndim)]
-
-    def digit_axes_coarse_to_fine(d: int) -> List[int]:
-        return [1 + level * ndim + d for level in reversed(range(levels))]
-
-    if unit_grid is None:
-        order = [0, first_unit_axis] + [a for d in range(ndim) for a in digit_axes_coarse_to_fine(d)]
-        x = x.permute(order + [first_unit_axis + 1])
-        return x.reshape(batch, unit_dims[0], *unit_shape, channels)
-    order = [0]
+    num_units = num_tokens // math.prod(digits)
+    x = x.reshape(batch, *digits, num_units, channels)
+    unit_axis = 1 + levels * ndim
+    order = [0, unit_axis]
     for d in range(ndim):
-        order += [first_unit_axis + d] + digit_axes_coarse_to_fine(d)
-    x = x.permute(order + [first_unit_axis + ndim])
-    return x.reshape(batch, *[u * s for u, s in zip(unit_grid, unit_shape)], channels)
+        order += [1 + level * ndim + d for level in reversed(range(levels))]  # coarse to fine digits of axis d
+    unit_shape = [math.prod(s[d] for s in strides) for d in range(ndim)]
+    return x.permute(order + [unit_axis + 1]).reshape(batch, num_units, *unit_shape, channels)
 
 
 def unwindow_units(x: torch.Tensor, unit_grid: Sequence[int]) -> torch.Tensor:
@@ -112,7 +100,13 @@ class MaskUnitAttention(nn.Module):
     of the queries (keys and values are not pooled)."""
 
     def __init__(
-        self, dim: int, dim_out: int, heads: int, q_stride: int = 1, window_size: int = 0, use_mask_unit_attn: bool = False
+        self,
+        dim: int,
+        dim_out: int,
+        heads: int,
+        q_stride: int = 1,
+        window_size: int = 0,
+        use_mask_unit_attn: bool = False,
     ):
         super().__init__()
         if dim_out % heads:
@@ -134,9 +128,10 @@ class MaskUnitAttention(nn.Module):
         q, k, v = qkv.permute(3, 0, 4, 2, 1, 5).unbind(0)  # each [B, heads, windows, tokens, head_dim]
         if self.q_stride > 1:
             q = q.unflatten(3, (self.q_stride, -1)).amax(dim=3)
-        out = F.scaled_dot_product_attention(q, k, v)
-        out = out.permute(0, 3, 2, 1, 4).reshape(batch, -1, self.dim_out)
-        return self.proj(out)
+        # Windows act as extra heads; 4-D inputs let SDPA use its fused CPU/GPU kernels.
+        out = F.scaled_dot_product_attention(q.flatten(1, 2), k.flatten(1, 2), v.flatten(1, 2))
+        out = out.view(batch, self.heads, windows, -1, self.head_dim).permute(0, 3, 2, 1, 4)
+        return self.proj(out.reshape(batch, -1, self.dim_out))
 
 
 class Mlp(nn.Module):
@@ -429,12 +424,14 @@ class HieraBackbone(nn.Module):
         return visible.transpose(1, 2).reshape(batch, -1, channels)
 
     def _stage_feature_map(self, x: torch.Tensor, stage: int, masked: bool) -> torch.Tensor:
-        strides = self._unroll_strides[min(stage, self.q_pool) :]
-        unit_grid = None if masked else self.mask_spatial_shape
-        return reroll_tokens(x, strides, len(self.input_size), unit_grid)
+        per_unit = reroll_tokens(x, self._unroll_strides[min(stage, self.q_pool) :], len(self.input_size))
+        return per_unit if masked else unwindow_units(per_unit, self.mask_spatial_shape)
 
     def forward_tokens(
-        self, x: Union[torch.Tensor, List[torch.Tensor]], mask: Optional[torch.Tensor] = None, return_intermediates: bool = False
+        self,
+        x: Union[torch.Tensor, List[torch.Tensor]],
+        mask: Optional[torch.Tensor] = None,
+        return_intermediates: bool = False,
     ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """Run the stem and blocks. Returns (tokens [B, N_out, C] in unrolled order, per-stage feature maps).
 

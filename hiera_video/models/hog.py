@@ -47,11 +47,10 @@ def cell_histograms(images: torch.Tensor, cell_size: int = CELL_SIZE, num_bins: 
     magnitude = torch.sqrt(gx**2 + gy**2)
     theta = torch.remainder(torch.atan2(gy, gx), math.pi)
     bins = torch.floor(theta / (math.pi / num_bins)).long().clamp_(0, num_bins - 1)
-    votes = F.one_hot(bins, num_bins).movedim(-1, 2).to(images.dtype) * magnitude.unsqueeze(2)
-    n, c = images.shape[:2]
-    # Sum over each cell: average pooling times the cell area.
-    pooled = F.avg_pool2d(votes.flatten(1, 2), cell_size) * cell_size**2
-    return pooled.view(n, c, num_bins, height // cell_size, width // cell_size)
+    # One bin at a time keeps memory at one image-sized map (a one-hot of all bins would be num_bins times the
+    # input); average pooling times the cell area sums the votes of each cell.
+    per_bin = [F.avg_pool2d(magnitude * (bins == b), cell_size) * cell_size**2 for b in range(num_bins)]
+    return torch.stack(per_bin, dim=2)
 
 
 def hog_patch_targets(
@@ -71,6 +70,10 @@ def hog_patch_targets(
     return F.normalize(blocks, p=2.0, dim=-1, eps=NORM_EPS).flatten(2)
 
 
-def hog_target_dim(patch_size: Sequence[int], in_chans: int, cell_size: int = CELL_SIZE, num_bins: int = NUM_BINS) -> int:
-    """Length of one patch's HOG target."""
+def hog_target_dim(
+    patch_size: Sequence[int], in_chans: int, cell_size: int = CELL_SIZE, num_bins: int = NUM_BINS
+) -> int:
+    """Length of one patch's HOG target; ValueError if the patch is not a multiple of the cell size."""
+    if patch_size[0] % cell_size or patch_size[1] % cell_size:
+        raise ValueError(f"HOG target patch {tuple(patch_size)} is not a multiple of the cell size {cell_size}")
     return in_chans * (patch_size[0] // cell_size) * (patch_size[1] // cell_size) * num_bins

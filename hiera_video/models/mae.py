@@ -133,10 +133,6 @@ class MaskedAutoencoderHiera(HieraBackbone):
         stem = self.patch_embed.proj.weight.data
         nn.init.xavier_uniform_(stem.view(stem.shape[0], -1))
 
-    def no_weight_decay(self) -> List[str]:
-        """Parameter names excluded from weight decay."""
-        return super().no_weight_decay() + ["mask_token", "decoder_pos_embed"]
-
     def forward_encoder(
         self, x: torch.Tensor, mask_ratio: float = 0.9, mask: Optional[torch.Tensor] = None
     ) -> Tuple[torch.Tensor, torch.Tensor]:
