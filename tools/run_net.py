@@ -28,9 +28,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def split_cfg_and_opts(values: list[str]) -> tuple[list[str], list[str]]:
+    """`--cfg a.yaml b.yaml KEY VALUE ...`: config files are the leading .yaml/.yml names, the rest overrides."""
+    files = []
+    for value in values:
+        if not value.endswith((".yaml", ".yml")):
+            break
+        files.append(value)
+    if not files:
+        raise SystemExit(f"--cfg needs at least one .yaml file; got {values[0]!r}")
+    return files, values[len(files):]
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    opts = [o for o in args.opts if o != "--opts"]
+    args.cfg_files, trailing = split_cfg_and_opts(args.cfg_files)
+    opts = [o for o in trailing + args.opts if o != "--opts"]
     if args.num_shards is not None:
         opts += ["NUM_SHARDS", str(args.num_shards)]
     if args.shard_id is not None:

@@ -65,10 +65,10 @@ class ClipDataset(Dataset):
 
     def _load(self, index: int, rng: np.random.Generator) -> torch.Tensor:
         record = self.records[index]
-        reader = open_video(record.source, backend=self.backend)
-        views = self.plan_views(reader, rng)
-        unique, positions = union_indices(views)
-        frames = reader.get_frames(unique.tolist())
+        with open_video(record.source, backend=self.backend) as reader:
+            views = self.plan_views(reader, rng)
+            unique, positions = union_indices(views)
+            frames = reader.get_frames(unique.tolist())
         return torch.cat([self.transform(frames[torch.as_tensor(pos)]) for pos in positions])
 
     def __getitem__(self, key: SampleKey | int) -> dict:

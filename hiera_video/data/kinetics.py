@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import torch
 from fvcore.common.config import CfgNode
 from iopath.common.file_io import g_pathmgr
 
@@ -73,8 +74,10 @@ def clip_transform(cfg: CfgNode, split: str, allow_flip: bool = True):
         center = transforms.build_eval_transform(cfg.DATA.TEST_CROP_SIZE, cfg.DATA.TEST_CROP_SIZE,
                                                  tuple(cfg.DATA.MEAN), tuple(cfg.DATA.STD))
         return lambda frames: center(frames).unsqueeze(0)
-    return lambda frames: transforms.spatial_crops(frames, cfg.DATA.TEST_CROP_SIZE, cfg.TEST.NUM_SPATIAL_CROPS,
-                                                   tuple(cfg.DATA.MEAN), tuple(cfg.DATA.STD))
+    mean, std = tuple(cfg.DATA.MEAN), tuple(cfg.DATA.STD)
+    return lambda frames: torch.stack([
+        transforms.normalize(crop, mean, std)
+        for crop in transforms.spatial_crops(frames, cfg.DATA.TEST_CROP_SIZE, cfg.TEST.NUM_SPATIAL_CROPS)])
 
 
 def build_kinetics(cfg: CfgNode, split: str) -> ClipDataset:
