@@ -63,11 +63,12 @@ install_packages
 # --- 2. the config this machine should run with ------------------------------------------------------
 HOST="$(hostname -s)"
 CPUS="$(nproc)"
-MEM_TOTAL_MB="$(free -m | awk '/^Mem:/ {print $2}')"
+# What `free -m` reports as total, read from /proc so that minimal images without procps work too.
+MEM_TOTAL_MB="$(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo)"
 # Leave 10% (at least 512 MB) to the OS: slurmd drains a node whose real memory is below RealMemory.
 MEM_MARGIN_MB=$((MEM_TOTAL_MB / 10 > 512 ? MEM_TOTAL_MB / 10 : 512))
 REAL_MEM_MB=$((MEM_TOTAL_MB - MEM_MARGIN_MB))
-((REAL_MEM_MB > 0)) || die "too little memory for a slurm node: free -m reports ${MEM_TOTAL_MB} MB"
+((REAL_MEM_MB > 0)) || die "too little memory for a slurm node: /proc/meminfo reports ${MEM_TOTAL_MB} MB"
 # Jobs that ask no memory get their share per CPU instead of the whole node.
 DEF_MEM_PER_CPU_MB=$((REAL_MEM_MB / CPUS))
 
@@ -83,6 +84,7 @@ AuthType=auth/munge
 AuthInfo=cred_expire=10
 CredType=cred/munge
 MpiDefault=none
+MailProg=/bin/true
 SwitchType=switch/none
 StateSaveLocation=${STATE_DIR}
 SlurmdSpoolDir=${SPOOL_DIR}
@@ -137,8 +139,32 @@ stop_daemon() {
     kill -KILL "$pid" 2>/dev/null || true
 }
 
+# Daemonised slurmctld/slurmd write their pid file a moment after the start command returns.
+STARTUP_GRACE_S=3
+declare -A STARTED_AT
+
+start_daemon() {
+    local pidfile="$1" name="$2"
+    pid_of "$pidfile" "$name" >/dev/null && return 0
+    log "starting $name"
+    "$name" || die "$name failed to start"
+    STARTED_AT[$name]=$SECONDS
+}
+
+# Fails at once if a daemon we started has died, instead of waiting for the deadline.
+check_alive() {
+    local pidfile="$1" name="$2"
+    if ((SECONDS - ${STARTED_AT[$name]:-0} >= STARTUP_GRACE_S)) && ! pid_of "$pidfile" "$name" >/dev/null; then
+        die "$name exited during startup"
+    fi
+}
+
+controller_answers() {
+    timeout 10 scontrol ping 2>/dev/null | grep -q 'is UP'
+}
+
 node_state() {
-    sinfo -h -p "$PARTITION" -n "$HOST" -o '%T' 2>/dev/null | head -n 1
+    timeout 10 sinfo -h -p "$PARTITION" -n "$HOST" -o '%T' 2>/dev/null | head -n 1
 }
 
 # Usable means the node can run jobs now: idle, or already running some (mixed/allocated/completing).
@@ -196,34 +222,30 @@ if ! $config_current; then
 fi
 install -d -m 0755 "$STATE_DIR" "$SPOOL_DIR" "$LOG_DIR"
 
-if ! pid_of "$CTLD_PID" slurmctld >/dev/null; then
-    log "starting slurmctld"
-    slurmctld || die "slurmctld failed to start"
-fi
-for ((i = 0; i < TIMEOUT_S * 2; i++)); do
-    scontrol ping 2>/dev/null | grep -q 'is UP' && break
+DEADLINE=$((SECONDS + TIMEOUT_S))
+start_daemon "$CTLD_PID" slurmctld
+until controller_answers; do
+    check_alive "$CTLD_PID" slurmctld
+    ((SECONDS < DEADLINE)) || die "slurmctld does not answer 'scontrol ping' after ${TIMEOUT_S}s"
     sleep 0.5
 done
-scontrol ping 2>/dev/null | grep -q 'is UP' || die "slurmctld does not answer 'scontrol ping'"
-
-if ! pid_of "$SLURMD_PID" slurmd >/dev/null; then
-    log "starting slurmd"
-    slurmd || die "slurmd failed to start"
-fi
+start_daemon "$SLURMD_PID" slurmd
 
 # --- 7. wait for the node ----------------------------------------------------------------------------
-resumed=false
-for ((i = 0; i < TIMEOUT_S * 2; i++)); do
-    node_usable && break
+resume_after=$((SECONDS + 2))
+until node_usable; do
+    check_alive "$SLURMD_PID" slurmd
+    check_alive "$CTLD_PID" slurmctld
+    ((SECONDS < DEADLINE)) || die "node $HOST is '$(node_state)' after ${TIMEOUT_S}s, not idle" \
+        "($(timeout 10 scontrol show node "$HOST" 2>&1 | grep -io 'reason=.*' || true))"
     state="$(node_state)"
     # A node left down/drained by an earlier run (e.g. killed daemons) must be told to come back once
     # slurmd has registered; ReturnToService=2 covers only nodes that were down for being unresponsive.
-    if ! $resumed && [[ "$state" == down* || "$state" == drain* ]] && ((i >= 4)); then
+    if ((resume_after > 0 && SECONDS >= resume_after)) && [[ "$state" == down* || "$state" == drain* ]]; then
         log "node $HOST is $state, resuming it"
-        scontrol update NodeName="$HOST" State=RESUME 2>/dev/null || true
-        resumed=true
+        timeout 10 scontrol update NodeName="$HOST" State=RESUME 2>/dev/null || true
+        resume_after=0
     fi
     sleep 0.5
 done
-node_usable || die "node $HOST is '$(node_state)' after ${TIMEOUT_S}s, not idle ($(scontrol show node "$HOST" 2>&1 | grep -i reason || true))"
 log "cluster up: node $HOST is $(node_state) in partition $PARTITION ($CPUS CPUs, ${REAL_MEM_MB} MB)"

@@ -1,0 +1,358 @@
+"""Process-group setup and the few collectives the rest of the code needs.
+
+Where the processes come from, in the order `init_distributed` looks:
+1. explicit arguments (`launch_local` below, or a manual multi-machine launch with --init_method);
+2. torchrun (`env://`: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT);
+3. Slurm, through submitit's JobEnvironment (submitit jobs, or any `srun` step): the rendezvous is on the first
+   host of the allocation (where Slurm places task 0) at a port derived from the job id;
+4. otherwise a single process, which creates no process group at all.
+NCCL on CUDA, gloo on the CPU; every collective has a timeout, so a dead rank fails the job instead of hanging it.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import submitit
+import torch
+import torch.distributed as dist
+import torch.multiprocessing
+from torch.multiprocessing.spawn import ProcessException, ProcessExitedException
+from submitit.slurm.slurm import SlurmJobEnvironment
+
+# Slurm jobs without MASTER_PORT rendezvous on SLURM_PORT_BASE + job_id % SLURM_PORT_SPAN: jobs sharing a node
+# get different ports, and a requeued job (same id) the same one.
+SLURM_PORT_BASE = 20000
+SLURM_PORT_SPAN = 20000
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Where this process sits in the job, as found in the arguments or the environment."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+    init_method: str | None  # None for a single process
+    launcher: str  # "single", "arguments", "torchrun", "slurm" or "local" (submitit's local executor)
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in the job and the device it computes on."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+    device: torch.device
+    backend: str | None  # "nccl", "gloo", or None when there is no process group (world size 1)
+    launcher: str
+
+    @property
+    def is_main(self) -> bool:
+        """True on global rank 0, the process that logs and writes shared files."""
+        return self.rank == 0
+
+
+_CONTEXT: DistContext | None = None
+
+
+# ----------------------------------------------------------------------------------------------- detection
+def _env_int(name: str, default: int | None = None) -> int:
+    value = os.environ.get(name)
+    if value is None:
+        if default is None:
+            raise ValueError(f"environment variable {name} is not set")
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+def _torchrun_launch() -> LaunchSpec | None:
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    return LaunchSpec(rank=_env_int("RANK"), world_size=_env_int("WORLD_SIZE"), local_rank=_env_int("LOCAL_RANK", 0),
+                      local_world_size=_env_int("LOCAL_WORLD_SIZE", 1), init_method="env://", launcher="torchrun")
+
+
+def _slurm_launch() -> LaunchSpec | None:
+    if os.environ.get("SUBMITIT_EXECUTOR"):
+        job_env = submitit.JobEnvironment()
+    elif "SLURM_STEP_ID" in os.environ and "SLURM_PROCID" in os.environ:
+        # A plain `srun` step. The batch script itself has SLURM_PROCID and SLURM_NTASKS but no SLURM_STEP_ID:
+        # it is one process, not one of the job's tasks.
+        job_env = SlurmJobEnvironment()
+    else:
+        return None
+    world_size = job_env.num_tasks
+    init_method = None
+    if world_size > 1:
+        address = os.environ.get("MASTER_ADDR") or job_env.hostnames[0]
+        port = _env_int("MASTER_PORT", SLURM_PORT_BASE + int(job_env.raw_job_id) % SLURM_PORT_SPAN)
+        init_method = f"tcp://{address}:{port}"
+    return LaunchSpec(rank=job_env.global_rank, world_size=world_size, local_rank=job_env.local_rank,
+                      local_world_size=max(1, world_size // job_env.num_nodes), init_method=init_method,
+                      launcher=job_env.name())
+
+
+def detect_launch() -> LaunchSpec:
+    """The launch described by the environment: torchrun, then Slurm/submitit, else a single process."""
+    return _torchrun_launch() or _slurm_launch() or LaunchSpec(0, 1, 0, 1, None, "single")
+
+
+def launched_externally() -> bool:
+    """True when torchrun or Slurm started this process as one of several: do not spawn more here."""
+    return detect_launch().world_size > 1
+
+
+# ---------------------------------------------------------------------------------------------- init / exit
+def _select_device(use_cuda: bool, local_rank: int) -> torch.device:
+    if not use_cuda:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError("use_cuda=True but torch sees no CUDA device (run on the CPU with NUM_GPUS 0)")
+    count = torch.cuda.device_count()
+    # One visible device means the launcher already gave each process its own GPU (CUDA_VISIBLE_DEVICES,
+    # srun --gpus-per-task); otherwise local rank i takes device i.
+    index = 0 if count == 1 else local_rank
+    if index >= count:
+        raise RuntimeError(f"local rank {local_rank} has no CUDA device: only {count} are visible")
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+def _check_launch(spec: LaunchSpec) -> None:
+    if not 0 <= spec.rank < spec.world_size:
+        raise ValueError(f"rank {spec.rank} is outside world size {spec.world_size} (launcher: {spec.launcher})")
+    if spec.world_size > 1 and spec.init_method == "env://":
+        missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+        if missing:
+            raise ValueError(f"init_method env:// needs {' and '.join(missing)} in the environment "
+                             f"(rank {spec.rank} of {spec.world_size}); or pass init_method='tcp://host:port'")
+
+
+def init_distributed(init_method: str | None = None, rank: int | None = None, world_size: int | None = None,
+                     local_rank: int = 0, use_cuda: bool | None = None, timeout_minutes: float = 30,
+                     local_world_size: int | None = None) -> DistContext:
+    """Joins (or, alone, skips) the process group and picks this process's device; returns its DistContext.
+
+    Explicit `rank` and `world_size` (pass both) override the environment: `local_rank` is then used as given,
+    `local_world_size` defaults to world_size and `init_method` to env://. Otherwise the launch comes from
+    `detect_launch()`, and an explicit `init_method` replaces the detected one. `use_cuda=None` means "if CUDA is
+    available". Calling it again returns the same context.
+    """
+    global _CONTEXT
+    if _CONTEXT is not None:
+        if (rank, world_size) not in ((None, None), (_CONTEXT.rank, _CONTEXT.world_size)):
+            raise ValueError(f"already initialised as rank {_CONTEXT.rank} of {_CONTEXT.world_size}, asked for "
+                             f"rank {rank} of {world_size}: call destroy_distributed() first")
+        return _CONTEXT
+    if rank is not None or world_size is not None:
+        if rank is None or world_size is None:
+            raise ValueError(f"pass both rank and world_size, got rank={rank}, world_size={world_size}")
+        spec = LaunchSpec(rank, world_size, local_rank, local_world_size or world_size,
+                          None if world_size == 1 else "env://", "arguments")
+    else:
+        spec = detect_launch()
+    if init_method is not None and spec.world_size > 1:
+        spec = replace(spec, init_method=init_method)
+    _check_launch(spec)
+
+    use_cuda = torch.cuda.is_available() if use_cuda is None else use_cuda
+    device = _select_device(use_cuda, spec.local_rank)
+    backend = None
+    if spec.world_size > 1:
+        backend = "nccl" if use_cuda else "gloo"
+        dist.init_process_group(backend, init_method=spec.init_method, rank=spec.rank, world_size=spec.world_size,
+                                timeout=timedelta(minutes=timeout_minutes))
+    _CONTEXT = DistContext(rank=spec.rank, world_size=spec.world_size, local_rank=spec.local_rank,
+                           local_world_size=spec.local_world_size, device=device, backend=backend,
+                           launcher=spec.launcher)
+    return _CONTEXT
+
+
+def destroy_distributed() -> None:
+    """Leaves the process group (if any); init_distributed may be called again afterwards."""
+    global _CONTEXT
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    _CONTEXT = None
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+def _group_active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    """Global rank of this process (0 without a process group)."""
+    return dist.get_rank() if _group_active() else 0
+
+
+def get_world_size() -> int:
+    """Number of processes in the job (1 without a process group)."""
+    return dist.get_world_size() if _group_active() else 1
+
+
+def is_main_process() -> bool:
+    """True on global rank 0."""
+    return get_rank() == 0
+
+
+def barrier() -> None:
+    """Waits for every rank (no-op for a single process)."""
+    if _group_active():
+        dist.barrier()
+
+
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """Mean of `tensor` over all ranks, as a new tensor on the input's device (integers are averaged as float64).
+
+    The input is left untouched; every rank must call this with a tensor of the same shape.
+    """
+    result = tensor.detach().clone() if tensor.is_floating_point() else tensor.detach().double()
+    if not _group_active():
+        return result
+    # The backend decides where tensors must live (CPU for gloo, this rank's GPU for NCCL).
+    work = result.to(_CONTEXT.device if _CONTEXT is not None else torch.device("cpu"))
+    dist.all_reduce(work, op=dist.ReduceOp.SUM)
+    return (work / dist.get_world_size()).to(tensor.device)
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every rank's (picklable) `obj`, in rank order."""
+    if not _group_active():
+        return [obj]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank `src`'s (picklable) `obj`, returned on every rank."""
+    if not _group_active():
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=src)
+    return holder[0]
+
+
+def seed_for(rank: int, base_seed: int, worker_id: int = 0) -> int:
+    """A 63-bit seed for one process: a pure function of (base_seed, rank, worker_id), different for each.
+
+    worker_id tells apart the processes of one rank: 0 for the training process, k + 1 for DataLoader worker k.
+    numpy's SeedSequence hashes the three numbers, so nearby inputs give unrelated seeds (base_seed + rank would
+    make rank 1 of seed 0 replay rank 0 of seed 1).
+    """
+    for name, value in (("rank", rank), ("base_seed", base_seed), ("worker_id", worker_id)):
+        if value < 0:
+            raise ValueError(f"seed_for needs non-negative integers, got {name}={value}")
+    state = np.random.SeedSequence([base_seed, rank, worker_id]).generate_state(2, np.uint32)
+    return int(state.view(np.uint64)[0] >> np.uint64(1))
+
+
+# ------------------------------------------------------------------------------------------ local spawning
+class LocalLaunchError(RuntimeError):
+    """A process started by launch_local failed; the message holds the traceback of the first one to fail, or
+    how a process died without one."""
+
+
+def _free_local_port() -> int:
+    # Ask the OS for an unused port; another process could take it before rank 0 binds it, which is unlikely on
+    # a test or single-user machine and fails loudly (address in use) rather than silently.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _dump(path: str, obj: Any) -> None:
+    with open(path, "wb") as f:
+        pickle.dump(obj, f)
+
+
+def _load(path: str) -> Any:
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+def _run_local_process(local_rank: int, fn: Callable[..., Any], args: Sequence[Any], num_procs: int,
+                       shard_id: int, num_shards: int, init_method: str, use_cuda: bool | None,
+                       timeout_minutes: float, exchange_dir: str) -> None:
+    try:
+        ctx = init_distributed(init_method=init_method, rank=shard_id * num_procs + local_rank,
+                               world_size=num_shards * num_procs, local_rank=local_rank, use_cuda=use_cuda,
+                               timeout_minutes=timeout_minutes, local_world_size=num_procs)
+        result = fn(ctx, *args)
+    except BaseException:
+        # Written before this process exits, hence before its peers fail on the broken connection: the parent
+        # can tell the cause from the consequences.
+        _dump(os.path.join(exchange_dir, f"{local_rank}.error"), (time.time(), traceback.format_exc()))
+        raise
+    finally:
+        destroy_distributed()
+    _dump(os.path.join(exchange_dir, f"{local_rank}.result"), result)
+
+
+def _describe_failure(exchange_dir: str, num_procs: int, shard_id: int, error: ProcessException) -> str:
+    failures = []
+    for local_rank in range(num_procs):
+        path = os.path.join(exchange_dir, f"{local_rank}.error")
+        if os.path.exists(path):
+            failed_at, trace = _load(path)
+            failures.append((failed_at, local_rank, trace))
+    parts = []
+    if failures:
+        _, local_rank, trace = min(failures)
+        parts.append(f"local process {local_rank} of {num_procs} (rank {shard_id * num_procs + local_rank}) "
+                     f"failed first:\n{trace}")
+    if isinstance(error, ProcessExitedException):  # died without a Python exception: a signal, os._exit, OOM
+        parts.append(f"torch.multiprocessing: {error}")
+    return "\n".join(parts) or str(error)
+
+
+def launch_local(fn: Callable[..., Any], num_procs: int, args: Sequence[Any] = (), init_method: str | None = None,
+                 *, num_shards: int = 1, shard_id: int = 0, use_cuda: bool | None = None,
+                 timeout_minutes: float = 30) -> list[Any]:
+    """Runs `fn(ctx, *args)` in `num_procs` new processes of this machine (spawned) and returns their results.
+
+    Process i gets rank shard_id * num_procs + i of num_shards * num_procs. `init_method` defaults to a free
+    port on 127.0.0.1 (one machine); with several shards pass the same tcp://host:port on every machine. If any
+    process fails, the others are terminated and LocalLaunchError reports the first failure's traceback (the
+    others usually fail only because their peer left). `fn`, `args` and the results must be picklable.
+    """
+    if num_procs < 1:
+        raise ValueError(f"num_procs must be >= 1, got {num_procs}")
+    if not 0 <= shard_id < num_shards:
+        raise ValueError(f"shard_id {shard_id} is outside num_shards {num_shards}")
+    if init_method is None:
+        if num_shards > 1:
+            raise ValueError("several shards need a shared init_method such as tcp://<host of shard 0>:<port>")
+        init_method = f"tcp://127.0.0.1:{_free_local_port()}"
+    # Results and errors travel through files: a queue read after join() can deadlock on large results.
+    with tempfile.TemporaryDirectory(prefix="launch_local_") as exchange_dir:
+        try:
+            torch.multiprocessing.spawn(
+                _run_local_process, nprocs=num_procs, join=True,
+                args=(fn, tuple(args), num_procs, shard_id, num_shards, init_method, use_cuda, timeout_minutes,
+                      exchange_dir))
+        except ProcessException as error:
+            raise LocalLaunchError(_describe_failure(exchange_dir, num_procs, shard_id, error)) from error
+        results = []
+        for local_rank in range(num_procs):
+            path = os.path.join(exchange_dir, f"{local_rank}.result")
+            if not os.path.exists(path):  # a clean exit without a return, e.g. sys.exit(0) inside fn
+                raise LocalLaunchError(f"local process {local_rank} of {num_procs} exited without returning")
+            results.append(_load(path))
+        return results
