@@ -25,7 +25,7 @@ CLASS_NAMES = ("left", "right", "up", "down")
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}  # (dx, dy) on screen
 SPLITS = ("train", "val", "test")
 MANIFEST = "demo_dataset.json"
-SPEED_RANGE = (1.0, 2.0)  # pixels per frame
+SPEED_RANGE = (0.5, 1.0)  # pixels per frame
 TEXTURE_SMOOTHING = 2.0  # Gaussian blur sigma in pixels: features large enough to track, small enough to see
 
 
@@ -48,20 +48,19 @@ def render_moving_texture(
     is shifted by a phase ramp in the Fourier domain.
     """
     period = 2 * size
-    spectrum = _texture_spectrum(rng, period)
+    spectrum = _texture_spectrum(rng, period)[:, : period // 2 + 1]  # real texture: half the spectrum suffices
     speed = rng.uniform(*SPEED_RANGE)
     origin = rng.uniform(0, period, size=2)
     dark, bright = rng.uniform(0, 110, size=3), rng.uniform(145, 255, size=3)
-    frequency = np.fft.fftfreq(period)
-    frames = np.empty((num_frames, size, size, 3), dtype=np.uint8)
-    for t in range(num_frames):
-        # The window's top-left corner moves against the texture: content moving right = window moving left.
-        x0, y0 = origin - speed * t * np.asarray(direction, dtype=float)
-        ramp = np.exp(2j * np.pi * (frequency[:, None] * y0 + frequency[None, :] * x0))
-        texture = np.fft.ifft2(spectrum * ramp).real[:size, :size]
-        level = np.clip(0.5 + texture / 4, 0.0, 1.0)[..., None]
-        frames[t] = np.round(dark + level * (bright - dark)).astype(np.uint8)
-    return frames
+    # The window's top-left corner moves against the texture: content moving right = window moving left.
+    times = np.arange(num_frames)[:, None]
+    x0 = origin[0] - speed * direction[0] * times
+    y0 = origin[1] - speed * direction[1] * times
+    ramp_y = np.exp(2j * np.pi * np.fft.fftfreq(period)[None] * y0)[:, :, None]
+    ramp_x = np.exp(2j * np.pi * np.fft.rfftfreq(period)[None] * x0)[:, None, :]
+    texture = np.fft.irfft2(spectrum * ramp_y * ramp_x, s=(period, period))[:, :size, :size]
+    level = np.clip(0.5 + texture / 4, 0.0, 1.0)[..., None]
+    return np.round(dark + level * (bright - dark)).astype(np.uint8)
 
 
 def _parameters(num_classes, train_per_class, val_per_class, test_per_class, num_frames, size, fps, seed) -> dict:

@@ -124,5 +124,9 @@ def build_loader(dataset: Dataset, sampler: ResumableSampler, batch_size: int, n
         collate_fn=collate_fn,
         worker_init_fn=_worker_init,
         persistent_workers=False,
+        # A private generator: creating an iterator otherwise draws from the global torch RNG, which would make
+        # model randomness (drop path, masking) depend on where an epoch was resumed. Samples are seeded by
+        # their SampleKey, not by this generator.
+        generator=torch.Generator().manual_seed(0),
         multiprocessing_context="spawn" if num_workers > 0 and torch.cuda.is_available() else None,
     )

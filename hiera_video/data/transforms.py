@@ -127,12 +127,12 @@ def build_eval_transform(
 def normalize(
     frames: torch.Tensor, mean: Sequence[float] = KINETICS_MEAN, std: Sequence[float] = KINETICS_STD
 ) -> torch.Tensor:
-    """uint8 frames [T, H, W, 3] -> float clip [3, T, H, W] with (x / 255 - mean) / std per channel."""
-    _check_frames(frames)
-    clip = frames.permute(3, 0, 1, 2).float().div_(255)
-    mean_t = torch.as_tensor(mean, dtype=clip.dtype).view(3, 1, 1, 1)
-    std_t = torch.as_tensor(std, dtype=clip.dtype).view(3, 1, 1, 1)
-    return clip.sub_(mean_t).div_(std_t)
+    """uint8 frames [T, H, W, 3] -> float clip [3, T, H, W] with (x / 255 - mean) / std per channel.
+
+    Uses the same v2 kernels as the transforms, so results match them bit for bit.
+    """
+    video = F.to_dtype(_frames_to_video(frames), torch.float32, scale=True)
+    return _video_to_clip(F.normalize(video, mean=list(mean), std=list(std)))
 
 
 def _crop_offsets(length: int, crop_size: int, num_crops: int) -> list[int]:

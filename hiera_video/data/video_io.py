@@ -98,11 +98,11 @@ class DecordReader(VideoReader):
             self._reader = decord.VideoReader(path, num_threads=num_threads)
             self.num_frames = len(self._reader)
             self.fps = float(self._reader.get_avg_fps())
-            if self.num_frames < 1:
-                raise VideoDecodeError(path, "the video stream has no frames")
-            first = self._reader[0].asnumpy()
+            first = self._reader[0].asnumpy() if self.num_frames else None
         except (decord.DECORDError, RuntimeError) as error:
             raise VideoDecodeError(path, f"decord: {error}") from error
+        if first is None:
+            raise VideoDecodeError(path, "decord finds no frames in the video stream")
         if not self.fps > 0:
             raise VideoDecodeError(path, f"decord reports an invalid frame rate {self.fps}")
         self.height, self.width = first.shape[:2]
@@ -129,12 +129,11 @@ class PyAVReader(VideoReader):
 
     def __init__(self, path: str, num_threads: int = 1):
         self.path = path
+        self._num_threads = num_threads
+        self._container = None
         try:
-            self._container = av.open(path)
-        except av.error.FFmpegError as error:
-            raise VideoDecodeError(path, f"PyAV: {error}") from error
-        try:
-            self._open_stream(num_threads)
+            self._open_container()
+            self._read_header()
         except av.error.FFmpegError as error:
             self.close()
             raise VideoDecodeError(path, f"PyAV: {error}") from error
@@ -142,24 +141,39 @@ class PyAVReader(VideoReader):
             self.close()
             raise
 
-    def _open_stream(self, num_threads: int) -> None:
+    def _open_container(self) -> None:
+        self.close()
+        self._container = av.open(self.path)
         if not self._container.streams.video:
             raise VideoDecodeError(self.path, "the file has no video stream")
-        stream = self._stream = self._container.streams.video[0]
-        stream.codec_context.thread_count = num_threads
-        stream.thread_type = "AUTO" if num_threads > 1 else "SLICE"
-        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        self._stream = self._container.streams.video[0]
+        self._stream.codec_context.thread_count = self._num_threads
+        if self._num_threads > 1:
+            self._stream.thread_type = "AUTO"
+
+    def _read_header(self) -> None:
+        stream = self._stream
+        # FFmpeg's best guess (av_guess_frame_rate): right for raw streams, where average_rate is a default 25.
+        rate = stream.guessed_rate or stream.average_rate or stream.base_rate
         if not rate or rate <= 0:
             raise VideoDecodeError(self.path, "the video stream has no frame rate")
         self._rate = Fraction(rate)
         self.fps = float(rate)
         self._time_base = Fraction(stream.time_base)
-        self._start_pts = stream.start_time or 0
         self.num_frames = stream.frames or self._estimate_frame_count()
         first = next(self._container.decode(stream), None)
         if first is None:
             raise VideoDecodeError(self.path, "no decodable video frame")
         self.height, self.width = first.height, first.width
+        # Frame 0 is the first frame presented, as decord counts (the stream's start_time may differ).
+        self._start_pts = first.pts if first.pts is not None else (stream.start_time or 0)
+
+    def _rewind(self) -> None:
+        """Go back to the first frame; streams that cannot seek (raw H.264 files) are reopened."""
+        try:
+            self._container.seek(0)
+        except av.error.FFmpegError:
+            self._open_container()
 
     def _estimate_frame_count(self) -> int:
         stream = self._stream
@@ -169,7 +183,7 @@ class PyAVReader(VideoReader):
             seconds = Fraction(self._container.duration, av.time_base)
         else:  # no duration in the header either: count packets (demuxing without decoding is cheap)
             seconds = sum(1 for packet in self._container.demux(stream) if packet.size) / self._rate
-            self._container.seek(0)
+            self._rewind()
         return max(1, round(seconds * self._rate))
 
     def _frame_index(self, frame: av.VideoFrame) -> int:
@@ -197,9 +211,12 @@ class PyAVReader(VideoReader):
         Returns None when decoding after a seek cannot locate the wanted frames.
         """
         if seek_pts is None:
-            self._container.seek(0)
+            self._rewind()
         else:
-            self._container.seek(seek_pts, stream=self._stream, backward=True, any_frame=False)
+            try:
+                self._container.seek(seek_pts, stream=self._stream, backward=True, any_frame=False)
+            except av.error.FFmpegError:  # a stream without seeking: decode from the start instead
+                return None
         picked: list[np.ndarray] = []
         last = None
         for count, frame in enumerate(self._container.decode(self._stream)):
@@ -227,7 +244,7 @@ class PyAVReader(VideoReader):
         return picked
 
     def close(self) -> None:
-        container, self._container = getattr(self, "_container", None), None
+        container, self._container = self._container, None
         if container is not None:
             container.close()
 
@@ -322,8 +339,9 @@ def open_video(
 
 
 def write_video(path: str, frames: np.ndarray, fps: float = 30.0, codec: str = "libx264", crf: int = 23) -> None:
-    """Encode uint8 RGB frames [T, H, W, 3] (H and W even) to an mp4 file, yuv420p, with PyAV.
+    """Encode uint8 RGB frames [T, H, W, 3] (H and W even) to a video file, yuv420p, with PyAV.
 
+    The container follows the file extension (.mp4, .mkv, .avi, or .h264 for a raw stream).
     `codec` is "libx264" (H.264, quality `crf`) or "mpeg4"; libx264 falls back to mpeg4 when this FFmpeg build
     lacks it. Encoding is single-threaded so the same frames always give the same bytes.
     """
@@ -337,7 +355,7 @@ def write_video(path: str, frames: np.ndarray, fps: float = 30.0, codec: str = "
         raise ValueError(f"{path}: codec must be one of {ENCODERS}, got {codec!r}")
     if codec == "libx264" and "libx264" not in av.codecs_available:
         codec = "mpeg4"
-    with av.open(path, "w", format="mp4") as container:
+    with av.open(path, "w") as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.thread_count = 1

@@ -115,7 +115,7 @@ def launch(cfg: CfgNode, init_method: str | None = None) -> dict[str, Any]:
     """Runs `cfg` with the processes this machine should start: one per GPU (NUM_GPUS), NUM_CPU_PROCS on the CPU,
     or just this one under torchrun / Slurm, where the launcher started every process already."""
     if du.launched_externally():
-        return run(du.init_distributed(timeout_minutes=cfg.DIST_TIMEOUT_MINUTES), cfg)
+        return run(du.init_distributed(use_cuda=cfg.NUM_GPUS > 0, timeout_minutes=cfg.DIST_TIMEOUT_MINUTES), cfg)
     procs = cfg.NUM_GPUS if cfg.NUM_GPUS > 0 else cfg.NUM_CPU_PROCS
     check_layout(cfg, procs * cfg.NUM_SHARDS)
     if procs * cfg.NUM_SHARDS == 1:

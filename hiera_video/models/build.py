@@ -6,7 +6,9 @@ from typing import Any
 from fvcore.common.config import CfgNode
 from torch import nn
 
-from hiera_video.models.registry import create_model
+import inspect
+
+from hiera_video.models.registry import create_model, model_spec
 
 # HIERA config key -> constructor argument; unset values (-1 or []) keep the constructor's default.
 _HIERA_OVERRIDES = {
@@ -23,6 +25,30 @@ def _is_set(value: Any) -> bool:
     return value != -1 and value != [] and value != -1.0
 
 
+def _default(arch: str, arg: str) -> Any:
+    spec = model_spec(arch)
+    if arg in spec.defaults:
+        return spec.defaults[arg]
+    for klass in spec.cls.__mro__:
+        parameter = inspect.signature(klass.__init__).parameters.get(arg) if "__init__" in vars(klass) else None
+        if parameter is not None and parameter.default is not inspect.Parameter.empty:
+            return parameter.default
+    raise KeyError(f"{arch} has no default for {arg}")
+
+
+def _fit_to_stage_count(arch: str, overrides: dict[str, Any]) -> None:
+    """With HIERA.STAGES changing the number of stages, adapt the per-stage settings the user did not set:
+    mask-unit attention keeps the constructor's pattern (windowed first stages), and q-pooling still stops the
+    same number of transitions before the end."""
+    num_stages = len(overrides["stages"])
+    default_stages = len(_default(arch, "stages"))
+    if "mask_unit_attn" not in overrides:
+        pattern = tuple(_default(arch, "mask_unit_attn"))
+        overrides["mask_unit_attn"] = (pattern + (False,) * num_stages)[:num_stages]
+    if "q_pool" not in overrides:
+        overrides["q_pool"] = max(0, _default(arch, "q_pool") - (default_stages - num_stages))
+
+
 def model_overrides(cfg: CfgNode) -> dict[str, Any]:
     """Constructor keyword arguments implied by the config (input size, classes, HIERA.*, MAE.*)."""
     size = cfg.DATA.TRAIN_CROP_SIZE
@@ -32,6 +58,8 @@ def model_overrides(cfg: CfgNode) -> dict[str, Any]:
         if _is_set(cfg.HIERA[key]):
             value = cfg.HIERA[key]
             overrides[arg] = tuple(value) if isinstance(value, list) else value
+    if "stages" in overrides:
+        _fit_to_stage_count(cfg.MODEL.ARCH, overrides)
     if cfg.MODEL.ARCH.startswith("mae_"):
         overrides["target"] = cfg.MAE.TARGET
         overrides.update({arg: cfg.MAE[key] for key, arg in _MAE_OVERRIDES.items() if _is_set(cfg.MAE[key])})

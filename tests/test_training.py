@@ -1,0 +1,178 @@
+"""End-to-end training on real mp4 files: both tasks, exact resume, multi-view test, bad input."""
+import logging
+import os
+import signal
+
+import pytest
+import torch
+
+from hiera_video.config import load_config
+from hiera_video.data.demo import write_demo_dataset
+from hiera_video.engine import distributed as du
+from hiera_video.engine.checkpoint import find_latest_checkpoint, load_checkpoint
+from hiera_video.engine.logging import read_json_stats
+from hiera_video.engine.preemption import StopRequested
+from hiera_video.engine.runner import run
+from hiera_video.engine.trainer import Trainer
+from tests.video_factory import make_empty_file, make_truncated_video
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO_CFG = os.path.join(REPO, "configs", "Demo", "HIERA_DEMO.yaml")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("data") / "motion")
+    write_demo_dataset(root, num_classes=2, train_per_class=4, val_per_class=2, test_per_class=2, num_frames=16,
+                       size=32)
+    return root
+
+
+def tiny_cfg(dataset_root, output_dir, *opts, task="classification"):
+    """The demo config shrunk to a 4-frame 32x32 clip and a 3-stage, 16-channel Hiera."""
+    arch = "mae_hiera_base_16x224" if task == "mae" else "hiera_base_16x224"
+    base = ["TASK", task, "MODEL.ARCH", arch, "OUTPUT_DIR", str(output_dir), "DATA.PATH_TO_DATA_DIR", dataset_root,
+            "DATA.PATH_PREFIX", dataset_root, "MODEL.NUM_CLASSES", "2", "HIERA.STAGES", "[1, 1, 1]",
+            "HIERA.EMBED_DIM", "16", "DATA.NUM_FRAMES", "4", "DATA.SAMPLING_RATE", "2", "DATA.TRAIN_CROP_SIZE",
+            "32", "DATA.TEST_CROP_SIZE", "32", "TRAIN.BATCH_SIZE", "4", "TEST.BATCH_SIZE", "2", "SOLVER.MAX_EPOCH",
+            "2", "SOLVER.WARMUP_EPOCHS", "1.0", "DATA_LOADER.NUM_WORKERS", "0", "LOG_PERIOD", "1",
+            "TRAIN.EVAL_PERIOD", "1", "MAE.MASK_RATIO", "0.5", "MAE.DECODER_EMBED_DIM", "32", "MAE.DECODER_DEPTH",
+            "1", "MAE.DECODER_NUM_HEADS", "1", "TEST.NUM_ENSEMBLE_VIEWS", "2", "TEST.NUM_SPATIAL_CROPS", "3"]
+    return load_config(DEMO_CFG, base + list(opts))
+
+
+@pytest.fixture
+def single_process():
+    ctx = du.init_distributed(rank=0, world_size=1, use_cuda=False)
+    yield ctx
+    du.destroy_distributed()
+
+
+def final_weights(output_dir):
+    return load_checkpoint(find_latest_checkpoint(str(output_dir)))["model_state"]
+
+
+def test_classification_trains_validates_and_tests(dataset, tmp_path, single_process):
+    cfg = tiny_cfg(dataset, tmp_path / "run")
+    results = run(single_process, cfg)
+    assert results["num_videos"] == 4 and 0 <= results["top1_acc"] <= 100
+    stats = read_json_stats(str(tmp_path / "run" / "json_stats.log"))
+    kinds = [s.get("_type", s.get("split")) for s in stats]
+    assert kinds.count("train_iter") == 4 and kinds.count("train_epoch") == 2 and kinds.count("val_epoch") == 2
+    assert kinds[-1] == "test_final"
+    train_iter = next(s for s in stats if s.get("_type") == "train_iter")
+    for key in ("loss", "lr", "dt", "dt_data", "dt_net", "eta", "mem", "epoch", "iter", "top1_err"):
+        assert key in train_iter
+    assert train_iter["epoch"] == "1/2" and train_iter["iter"] == "1/2"
+    lines = (tmp_path / "run" / "test_predictions.csv").read_text().splitlines()
+    assert len(lines) == 5 and all(line.endswith(",6") for line in lines[1:])  # 2 temporal x 3 spatial views
+    assert os.listdir(tmp_path / "run" / "tensorboard")
+    assert "json_stats" in (tmp_path / "run" / "stdout.log").read_text()
+
+
+def test_mae_pretraining_reports_reconstruction_loss(dataset, tmp_path, single_process):
+    cfg = tiny_cfg(dataset, tmp_path / "mae", "TEST.ENABLE", "False", "AUG.NUM_SAMPLE", "2", task="mae")
+    run(single_process, cfg)
+    stats = read_json_stats(str(tmp_path / "mae" / "json_stats.log"))
+    losses = [s["loss"] for s in stats if s.get("_type") == "train_iter"]
+    assert len(losses) == 4 and all(loss > 0 for loss in losses)
+    assert any(s.get("_type") == "val_epoch" and s["loss"] > 0 for s in stats)
+    state = final_weights(tmp_path / "mae")
+    assert "decoder_pred.weight" in state and "mask_token" in state
+
+
+def _interrupt_at(monkeypatch, step_to_break: int, action):
+    """Makes the trainer call `action()` when it starts optimisation step number `step_to_break` (0-based)."""
+    original = Trainer._optimisation_step
+    calls = {"n": 0}
+
+    def patched(self, *args, **kwargs):
+        if calls["n"] == step_to_break:
+            action()
+        calls["n"] += 1
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "_optimisation_step", patched)
+
+
+@pytest.mark.parametrize("interruption", ["crash", "sigterm"])
+def test_resume_mid_epoch_reaches_the_uninterrupted_weights(dataset, tmp_path, single_process, monkeypatch,
+                                                            interruption):
+    opts = ["SOLVER.MAX_EPOCH", "3", "TRAIN.CHECKPOINT_ITER_PERIOD", "1", "TEST.ENABLE", "False",
+            "TRAIN.EVAL_PERIOD", "0", "AUG.ENABLE", "True", "DATA.RANDOM_FLIP", "True", "HIERA.DROP_PATH_RATE", "0.1"]
+    run(single_process, tiny_cfg(dataset, tmp_path / "straight", *opts))
+
+    def crash():
+        raise KeyboardInterrupt("simulated kill")
+
+    def sigterm():
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    with monkeypatch.context() as patch:
+        # A crash loses the step in flight; a signal lets it finish and stops before the next one.
+        _interrupt_at(patch, 3, crash) if interruption == "crash" else _interrupt_at(patch, 2, sigterm)
+        expected = KeyboardInterrupt if interruption == "crash" else StopRequested
+        with pytest.raises(expected):
+            run(single_process, tiny_cfg(dataset, tmp_path / "broken", *opts))
+    latest = find_latest_checkpoint(str(tmp_path / "broken"))
+    assert "_iter_" in os.path.basename(latest)  # stopped inside epoch 2
+    # The resumed run uses a data worker: results must not depend on where decoding happens.
+    run(single_process, tiny_cfg(dataset, tmp_path / "broken", *opts, "DATA_LOADER.NUM_WORKERS", "1"))
+    straight, resumed = final_weights(tmp_path / "straight"), final_weights(tmp_path / "broken")
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+
+
+def test_bad_videos_are_skipped_named_once_and_counted(dataset, tmp_path, single_process, caplog):
+    data = tmp_path / "with_bad"
+    data.mkdir()
+    lines = open(os.path.join(dataset, "train.csv")).read().splitlines()
+    make_truncated_video(str(data / "truncated.mp4"), keep_fraction=0.3)
+    make_empty_file(str(data / "empty.mp4"))
+    lines = [f"{os.path.join(dataset, line.split()[0])} {line.split()[1]}" for line in lines]
+    lines += [f"{data / 'truncated.mp4'} 0", f"{data / 'empty.mp4'} 1", f"{data / 'missing.mp4'} 1"]
+    (data / "train.csv").write_text("\n".join(lines) + "\n")
+    for split in ("val", "test"):
+        (data / f"{split}.csv").write_text("".join(f"{os.path.join(dataset, line)}\n" for line in
+                                                   open(os.path.join(dataset, f"{split}.csv")).read().splitlines()))
+    opts = ["DATA.PATH_PREFIX", "", "TRAIN.EVAL_PERIOD", "0", "TEST.ENABLE", "False", "SOLVER.MAX_EPOCH", "3",
+            "DATA.MAX_BAD_FRACTION", "0.5"]
+    with caplog.at_level(logging.WARNING):
+        run(single_process, tiny_cfg(str(data), tmp_path / "out", *opts))
+    stats = read_json_stats(str(tmp_path / "out" / "json_stats.log"))
+    epochs = [s for s in stats if s.get("_type") == "train_epoch"]
+    assert len(epochs) == 3 and sum(s["bad_videos"] for s in epochs) >= 1
+    warned = [r.getMessage() for r in caplog.records if "failed to decode" in r.getMessage()]
+    named = [w for w in warned if "empty.mp4" in w]
+    assert len(named) <= 3  # at most once per epoch in which it was drawn
+    with pytest.raises(RuntimeError, match="MAX_BAD_FRACTION"):
+        run(single_process, tiny_cfg(str(data), tmp_path / "strict", *opts, "DATA.MAX_BAD_FRACTION", "0.0"))
+
+
+def test_unparseable_csv_line_names_file_and_line(dataset, tmp_path, single_process):
+    data = tmp_path / "csv"
+    data.mkdir()
+    (data / "train.csv").write_text("a.mp4 0\nb.mp4 zero\n")
+    with pytest.raises(ValueError, match=r"train\.csv:2"):
+        run(single_process, tiny_cfg(str(data), tmp_path / "out"))
+
+
+def test_nan_loss_stops_with_iteration_and_last_checkpoint(dataset, tmp_path, single_process, monkeypatch):
+    from hiera_video.tasks.classification import ClassificationTask
+
+    original = ClassificationTask.loss
+    calls = {"n": 0}
+
+    def loss(self, model, batch):
+        calls["n"] += 1
+        value, stats = original(self, model, batch)
+        return (value * float("nan") if calls["n"] == 3 else value), stats
+
+    monkeypatch.setattr(ClassificationTask, "loss", loss)
+    cfg = tiny_cfg(dataset, tmp_path / "nan", "TRAIN.EVAL_PERIOD", "0", "TEST.ENABLE", "False",
+                   "TRAIN.CHECKPOINT_PERIOD", "1")
+    with pytest.raises(FloatingPointError) as err:
+        run(single_process, cfg)
+    message = str(err.value)
+    assert "epoch 2, iteration 1" in message and "checkpoint_epoch_00001.pyth" in message
