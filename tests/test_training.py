@@ -176,3 +176,19 @@ def test_nan_loss_stops_with_iteration_and_last_checkpoint(dataset, tmp_path, si
         run(single_process, cfg)
     message = str(err.value)
     assert "epoch 2, iteration 1" in message and "checkpoint_epoch_00001.pyth" in message
+
+
+def test_two_gloo_processes_step_like_one_process_on_the_union_batch(dataset, tmp_path):
+    from hiera_video.engine.runner import launch
+
+    opts = ["SOLVER.MAX_EPOCH", "1", "TRAIN.BATCH_SIZE", "8", "TEST.ENABLE", "False", "TRAIN.EVAL_PERIOD", "0",
+            "AUG.ENABLE", "False", "MIXUP.LABEL_SMOOTH_VALUE", "0.0", "SOLVER.WARMUP_EPOCHS", "0.0",
+            "TRAIN.CHECKPOINT_PERIOD", "1"]
+    launch(tiny_cfg(dataset, tmp_path / "one", *opts))
+    launch(tiny_cfg(dataset, tmp_path / "two", *opts, "NUM_CPU_PROCS", "2"))
+    one, two = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
+    for key in one:
+        assert torch.allclose(one[key], two[key], atol=1e-5, rtol=0), key
+    for run_dir in ("one", "two"):  # exactly one optimisation step each
+        stats = read_json_stats(str(tmp_path / run_dir / "json_stats.log"))
+        assert [s["iter"] for s in stats if s.get("_type") == "train_iter"] == ["1/1"]

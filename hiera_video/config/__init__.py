@@ -125,5 +125,11 @@ def _check_values(cfg: CfgNode) -> None:
             raise ConfigError(f"{key} must be at least 1; got {value}")
     if not 0.0 <= cfg.MAE.MASK_RATIO < 1.0:
         raise ConfigError(f"MAE.MASK_RATIO must be in [0, 1); got {cfg.MAE.MASK_RATIO}")
+    if cfg.TRAIN.ENABLE and not 0 <= cfg.SOLVER.WARMUP_EPOCHS < cfg.SOLVER.MAX_EPOCH:
+        raise ConfigError(f"SOLVER.WARMUP_EPOCHS ({cfg.SOLVER.WARMUP_EPOCHS}) must be in [0, SOLVER.MAX_EPOCH "
+                          f"({cfg.SOLVER.MAX_EPOCH}))")
+    if (cfg.TASK == "mae") != cfg.MODEL.ARCH.startswith("mae_"):
+        raise ConfigError(f"TASK {cfg.TASK} does not fit MODEL.ARCH {cfg.MODEL.ARCH}: MAE pretraining uses the "
+                          f"mae_* models, the other tasks the plain ones")
     if not 0 <= cfg.SHARD_ID < cfg.NUM_SHARDS:
         raise ConfigError(f"SHARD_ID must be in [0, NUM_SHARDS={cfg.NUM_SHARDS}); got {cfg.SHARD_ID}")

@@ -188,7 +188,8 @@ class Trainer:
         progress.close()
         bad_count = sum(du.all_gather_object(len(bad_files)))
         self._log({"_type": "train_epoch", "epoch": f"{epoch + 1}/{cfg.SOLVER.MAX_EPOCH}", "lr": lr,
-                   "mem": memory_string(), "bad_videos": bad_count, **meters.global_averages()})
+                   "mem": memory_string(), "bad_videos": bad_count, "world_size": self.ctx.world_size,
+                   **meters.global_averages()})
         self._check_bad_fraction(bad_count, len(loader.dataset), "train")
 
     def _optimisation_step(self, model: nn.Module, micro_batches: list[dict], epoch: int, step: int

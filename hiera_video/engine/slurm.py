@@ -1,0 +1,70 @@
+"""Running a config on Slurm through submitit, surviving time limits and preemption.
+
+Every Slurm task runs `SlurmJob.__call__`: it joins the process group from the Slurm environment and runs the
+config. When Slurm warns of the time limit (SIGUSR2, `--signal`), preempts the job or requeues it (SIGTERM), the
+trainer saves a mid-epoch checkpoint at the next iteration boundary and stops; after a time-limit warning rank 0
+requeues the job itself (preemption and `scontrol requeue` requeue it already). The requeued job runs the same
+call again and auto-resume continues from that checkpoint, at the same iteration, with the same data order.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from typing import Any
+
+import submitit
+from fvcore.common.config import CfgNode
+
+from hiera_video.engine import distributed as du
+from hiera_video.engine.preemption import StopRequested
+from hiera_video.engine.runner import run
+
+logger = logging.getLogger(__name__)
+
+
+def restart_count() -> int:
+    """How many times Slurm has restarted this job (0 on the first run)."""
+    return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+
+
+def requeue_self(max_requeues: int) -> bool:
+    """Asks Slurm to requeue this job unless it has already been requeued `max_requeues` times."""
+    job_id = os.environ.get("SLURM_JOB_ID")
+    restarts = restart_count()
+    if not job_id:
+        logger.warning("Not running under Slurm: nothing to requeue; rerun the same command to resume")
+        return False
+    if restarts >= max_requeues:
+        logger.error("Job %s was already requeued %d times (the limit): not requeueing; resubmit to resume",
+                     job_id, restarts)
+        return False
+    subprocess.run(["scontrol", "requeue", job_id], check=True)
+    logger.warning("Requeued job %s (requeue %d of at most %d)", job_id, restarts + 1, max_requeues)
+    return True
+
+
+class SlurmJob(submitit.helpers.Checkpointable):
+    """The function every Slurm task runs: `SlurmJob(cfg_yaml, max_requeues)()`."""
+
+    def __init__(self, cfg_yaml: str, max_requeues: int, use_cuda: bool) -> None:
+        self.cfg_yaml = cfg_yaml
+        self.max_requeues = max_requeues
+        self.use_cuda = use_cuda
+
+    def __call__(self) -> dict[str, Any]:
+        cfg = CfgNode.load_cfg(self.cfg_yaml)
+        cfg.freeze()
+        ctx = du.init_distributed(use_cuda=self.use_cuda, timeout_minutes=cfg.DIST_TIMEOUT_MINUTES)
+        if restart_count():
+            logger.warning("Slurm restart %d of job %s: resuming from %s", restart_count(),
+                           os.environ.get("SLURM_JOB_ID"), cfg.OUTPUT_DIR)
+        try:
+            return run(ctx, cfg)
+        except StopRequested as stop:
+            logger.warning("%s", stop)
+            if ctx.is_main and stop.signal_name == "SIGUSR2":  # the time-limit warning: requeue ourselves
+                requeue_self(self.max_requeues)
+            # Exit without a result, like submitit's own requeue path: the requeued run will write it.
+            sys.exit(-1)
