@@ -79,3 +79,12 @@ def slurm_cluster() -> SlurmCluster:
         pytest.fail(f"no usable node in Slurm partition {PARTITION!r} (start it as root with {START_SCRIPT})\n"
                     f"{output}", pytrace=False)
     return cluster
+
+
+@pytest.fixture
+def cancel_at_exit():
+    """Collects job ids; whatever is still queued or running when the test ends is cancelled."""
+    job_ids: list[str] = []
+    yield job_ids
+    if job_ids:
+        subprocess.run(["scancel", *job_ids], capture_output=True, timeout=30)

@@ -79,15 +79,6 @@ def slurm_executor(folder: Path, cluster, **params: Any) -> submitit.AutoExecuto
     return executor
 
 
-@pytest.fixture
-def cancel_at_exit():
-    """Collects job ids; whatever is still queued or running when the test ends is cancelled."""
-    job_ids: list[str] = []
-    yield job_ids
-    if job_ids:
-        subprocess.run(["scancel", *job_ids], capture_output=True, timeout=30)
-
-
 # ------------------------------------------------------------------------------------ what jobs run
 def task_identity() -> tuple[int, int, int, str]:
     env = submitit.JobEnvironment()
