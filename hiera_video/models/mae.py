@@ -176,6 +176,37 @@ class MaskedAutoencoderHiera(HieraBackbone):
             per_image = normalise_patches(pixel_patches(images, patch, channels_last=len(self.input_size) == 3))
         return per_image.reshape(batch, num_frames * per_image.shape[1], -1)
 
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Pixel-space view of a reconstruction (pixel target only), for visualisation.
+
+        Returns (frames, masked, reconstruction), each [B, T', C, H, W] in the input's normalised units, where T'
+        are the target frames (the first of each temporal token): the input, the input with hidden patches zeroed,
+        and the input with hidden patches replaced by the predictions, un-normalised with each patch's own mean
+        and variance (the targets are per-patch normalised, so that is the scale they were predicted in).
+        """
+        if self.target != "pixel":
+            raise ValueError(f"only the pixel target can be shown as pixels; this model predicts {self.target!r}")
+        latent, mask = self.forward_encoder(x, 0.0, mask)
+        pred, visible = self.forward_decoder(latent, mask)
+        frames = x[:, :, :: self.pred_stride[0]] if len(self.input_size) == 3 else x.unsqueeze(2)
+        batch, channels, num_frames, height, width = frames.shape
+        images = frames.transpose(1, 2).flatten(0, 1)
+        patch = self.pred_stride[-2:]
+        patches = pixel_patches(images, patch, channels_last=True).reshape(batch, -1, pred.shape[-1])
+        mean = patches.mean(dim=-1, keepdim=True)
+        std = (patches.var(dim=-1, keepdim=True) + PIXEL_NORM_EPS) ** 0.5
+        shown = visible.unsqueeze(-1)
+        masked = torch.where(shown, patches, torch.zeros_like(patches))
+        reconstruction = torch.where(shown, patches, pred * std + mean)
+
+        def to_frames(p: torch.Tensor) -> torch.Tensor:
+            ph, pw = patch
+            grid = p.reshape(batch, num_frames, height // ph, width // pw, ph, pw, channels)
+            return grid.permute(0, 1, 6, 2, 4, 3, 5).reshape(batch, num_frames, channels, height, width)
+
+        return frames.transpose(1, 2), to_frames(masked), to_frames(reconstruction)
+
     def forward_loss(
         self, x: torch.Tensor, pred: torch.Tensor, masked: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
