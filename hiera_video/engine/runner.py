@@ -114,12 +114,16 @@ def run(ctx: du.DistContext, cfg: CfgNode) -> dict[str, Any]:
 def launch(cfg: CfgNode, init_method: str | None = None) -> dict[str, Any]:
     """Runs `cfg` with the processes this machine should start: one per GPU (NUM_GPUS), NUM_CPU_PROCS on the CPU,
     or just this one under torchrun / Slurm, where the launcher started every process already."""
-    if du.launched_externally():
-        return run(du.init_distributed(use_cuda=cfg.NUM_GPUS > 0, timeout_minutes=cfg.DIST_TIMEOUT_MINUTES), cfg)
     procs = cfg.NUM_GPUS if cfg.NUM_GPUS > 0 else cfg.NUM_CPU_PROCS
-    check_layout(cfg, procs * cfg.NUM_SHARDS)
-    if procs * cfg.NUM_SHARDS == 1:
-        return run(du.init_distributed(use_cuda=cfg.NUM_GPUS > 0), cfg)
+    external = du.launched_externally()
+    if not external:
+        check_layout(cfg, procs * cfg.NUM_SHARDS)
+    if external or procs * cfg.NUM_SHARDS == 1:
+        ctx = du.init_distributed(use_cuda=cfg.NUM_GPUS > 0, timeout_minutes=cfg.DIST_TIMEOUT_MINUTES)
+        try:
+            return run(ctx, cfg)
+        finally:
+            du.destroy_distributed()
     results = du.launch_local(run, procs, args=(cfg,), init_method=init_method, num_shards=cfg.NUM_SHARDS,
                               shard_id=cfg.SHARD_ID, use_cuda=cfg.NUM_GPUS > 0,
                               timeout_minutes=cfg.DIST_TIMEOUT_MINUTES)

@@ -68,3 +68,6 @@ class SlurmJob(submitit.helpers.Checkpointable):
                 requeue_self(self.max_requeues)
             # Exit without a result, like submitit's own requeue path: the requeued run will write it.
             sys.exit(-1)
+        finally:
+            # Leaving a gloo/NCCL group alive at interpreter exit aborts the process ("terminate called ...").
+            du.destroy_distributed()

@@ -75,7 +75,7 @@ def test_requeue_mid_epoch_resumes_to_the_uninterrupted_weights(dataset, tmp_pat
     from hiera_video.config import load_config
     from hiera_video.engine.runner import launch
 
-    opts = tiny_opts(dataset, "SOLVER.MAX_EPOCH", "12", "TRAIN.CHECKPOINT_ITER_PERIOD", "1",
+    opts = tiny_opts(dataset, "SOLVER.MAX_EPOCH", "8", "TRAIN.CHECKPOINT_ITER_PERIOD", "1",
                      "TRAIN.EVAL_PERIOD", "0", "TEST.ENABLE", "False", "AUG.ENABLE", "True")
     job_dir = tmp_path / "job"
     job_id = submit(job_dir, opts, slurm_cluster)
@@ -99,7 +99,7 @@ def test_requeue_mid_epoch_resumes_to_the_uninterrupted_weights(dataset, tmp_pat
 
 
 def test_time_limit_signal_saves_and_requeues(dataset, tmp_path, slurm_cluster, cancel_at_exit):
-    opts = tiny_opts(dataset, "SOLVER.MAX_EPOCH", "12", "TRAIN.EVAL_PERIOD", "0", "TEST.ENABLE", "False")
+    opts = tiny_opts(dataset, "SOLVER.MAX_EPOCH", "6", "TRAIN.EVAL_PERIOD", "0", "TEST.ENABLE", "False")
     job_dir = tmp_path / "job"
     job_id = submit(job_dir, opts, slurm_cluster)
     cancel_at_exit.append(job_id)
@@ -112,4 +112,4 @@ def test_time_limit_signal_saves_and_requeues(dataset, tmp_path, slurm_cluster, 
     assert "Received SIGUSR2" in log
     assert re.search(rf"Requeued job {job_id} \(requeue 1 of at most 20\)", log), log[-3000:]
     assert re.search(r"Resumed from \S+checkpoint_epoch_\d+(_iter_\d+)?\.pyth at epoch \d+, iteration \d+", log)
-    assert os.path.basename(find_latest_checkpoint(str(job_dir))) == "checkpoint_epoch_00012.pyth"
+    assert os.path.basename(find_latest_checkpoint(str(job_dir))) == "checkpoint_epoch_00006.pyth"
