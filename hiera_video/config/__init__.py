@@ -45,10 +45,13 @@ def _unknown_key_error(key: str, cfg: CfgNode, source: str) -> ConfigError:
 
 
 def _check_keys(loaded: dict, cfg: CfgNode, source: str, prefix: str = "") -> None:
+    """Unknown keys fail with suggestions; whole numbers given for float keys become floats (`2` for 2.0)."""
     for name, value in loaded.items():
         full = prefix + name
         if name not in cfg:
             raise _unknown_key_error(full, get_defaults(), source)
+        if isinstance(cfg[name], float) and isinstance(value, int) and not isinstance(value, bool):
+            loaded[name] = float(value)
         if isinstance(cfg[name], CfgNode):
             if not isinstance(value, dict):
                 raise ConfigError(f"Config key '{full}' in {source} is a group; got the value {value!r}")
@@ -74,14 +77,17 @@ def _merge_file(cfg: CfgNode, path: str) -> None:
 def _merge_opts(cfg: CfgNode, opts: Sequence[str]) -> None:
     if len(opts) % 2:
         raise ConfigError(f"Overrides must be KEY VALUE pairs; got an odd number of items: {list(opts)}")
-    for key in opts[0::2]:
+    opts = list(opts)
+    for i, key in enumerate(opts[0::2]):
         node: Any = cfg
         for part in key.split("."):
             if not isinstance(node, CfgNode) or part not in node:
                 raise _unknown_key_error(key, get_defaults(), "the command-line overrides")
             node = node[part]
+        if isinstance(node, float) and str(opts[2 * i + 1]).lstrip("-").isdigit():
+            opts[2 * i + 1] = str(float(opts[2 * i + 1]))  # `2` for a float key means 2.0
     try:
-        cfg.merge_from_list(list(opts))
+        cfg.merge_from_list(opts)
     except ValueError as exc:
         raise ConfigError(f"command-line overrides: {exc}") from exc
 

@@ -218,11 +218,54 @@ _C.TENSORBOARD.LOG_DIR = "tensorboard"
 # Something-Something v2
 # ---------------------------------------------------------------------------------------------------------------
 _C.SSV2 = CfgNode()
+# Where the videos are: "videos" (the official release: <id><VIDEO_EXTENSION> files in DATA.PATH_PREFIX) or
+# "frames" (PySlowFast frame lists {train,val}.csv in DATA.PATH_TO_DATA_DIR, frame paths under DATA.PATH_PREFIX).
+# Either way the label json files are in DATA.PATH_TO_DATA_DIR.
+_C.SSV2.LAYOUT = "videos"
+# File extension of the videos in the "videos" layout (".webm" as released; ".mp4" for re-encoded copies).
+_C.SSV2.VIDEO_EXTENSION = ".webm"
 
 # ---------------------------------------------------------------------------------------------------------------
 # AVA action detection
 # ---------------------------------------------------------------------------------------------------------------
 _C.AVA = CfgNode()
+# Video source, one of two layouts (set exactly one of FRAME_DIR and VIDEO_DIR):
+# frames: FRAME_DIR/<video>/<video>_%06d.jpg listed by FRAME_LIST_DIR/{TRAIN,TEST}_LISTS (PySlowFast layout);
+# videos: VIDEO_DIR/<video>.<any extension>, one file per video id, decoded around each keyframe directly.
+_C.AVA.FRAME_DIR = ""
+_C.AVA.FRAME_LIST_DIR = ""
+_C.AVA.TRAIN_LISTS = ["train.csv"]
+_C.AVA.TEST_LISTS = ["val.csv"]
+_C.AVA.VIDEO_DIR = ""
+# The second at which frame 0 of a video (or frame folder) is shown: 900 for the standard 15-minute cuts (AVA
+# timestamps count from the start of the movie, keyframes 902..1798), 0 for uncut movies.
+_C.AVA.FIRST_SECOND = 900
+# Frame rate of the frame folders (the standard extraction uses 30 fps); video files report their own.
+_C.AVA.FRAME_RATE = 30
+# Folder of the annotation files below (all names are relative to it).
+_C.AVA.ANNOTATION_DIR = ""
+# Ground-truth boxes for training (video,second,x1,y1,x2,y2,action,person_id).
+_C.AVA.TRAIN_GT_BOX_LISTS = ["ava_train_v2.2.csv"]
+# Detected person boxes added in training (video,second,x1,y1,x2,y2,action or empty,score).
+_C.AVA.TRAIN_PREDICT_BOX_LISTS = []
+# Detected person boxes scored in validation and testing.
+_C.AVA.TEST_PREDICT_BOX_LISTS = ["person_box_67091280_iou90/ava_detection_val_boxes_and_labels.csv"]
+# Detected boxes with a lower score are ignored.
+_C.AVA.DETECTION_SCORE_THRESH = 0.9
+# Label map of the evaluated classes (60 of the 80 in AVA v2.2).
+_C.AVA.LABEL_MAP_FILE = "ava_action_list_v2.2_for_activitynet_2019.pbtxt"
+# Keyframes left out of the evaluation (video,second); empty for none.
+_C.AVA.EXCLUSION_FILE = "ava_val_excluded_timestamps_v2.2.csv"
+# Ground truth the detections are scored against.
+_C.AVA.GROUNDTRUTH_FILE = "ava_val_v2.2.csv"
+# Validate on every keyframe instead of every 4th second (the test always uses every keyframe).
+_C.AVA.FULL_TEST_ON_VAL = False
+# Backbone stage whose feature map the ROI head pools (-1: the last, as in the Hiera paper); later stages are dropped.
+_C.AVA.HEAD_STAGE = -1
+# RoIAlign output size (per side) before the spatial max-pool.
+_C.AVA.ROI_RESOLUTION = 7
+# Training boxes: each edge moves by up to this fraction of the box's width / height (0 disables).
+_C.AVA.BOX_JITTER = 0.0
 
 
 def get_defaults() -> CfgNode:

@@ -6,12 +6,15 @@ from typing import Callable
 from fvcore.common.config import CfgNode
 from torch.utils.data import DataLoader, Dataset
 
+from hiera_video.data.ava import build_ava
 from hiera_video.data.kinetics import build_kinetics
-from hiera_video.data.loader import ResumableSampler, build_loader
+from hiera_video.data.loader import ResumableSampler, build_loader, collate_samples
+from hiera_video.data.ssv2 import build_ssv2
 from hiera_video.engine.distributed import DistContext
 
 # Dataset name (TRAIN.DATASET / TEST.DATASET) -> builder(cfg, split).
-DATASETS: dict[str, Callable[[CfgNode, str], Dataset]] = {"kinetics": build_kinetics}
+DATASETS: dict[str, Callable[[CfgNode, str], Dataset]] = {"kinetics": build_kinetics, "ssv2": build_ssv2,
+                                                             "ava": build_ava}
 
 
 def register_dataset(name: str, builder: Callable[[CfgNode, str], Dataset]) -> None:
@@ -25,6 +28,11 @@ def build_dataset(cfg: CfgNode, split: str) -> Dataset:
     if name not in DATASETS:
         raise KeyError(f"Unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
     return DATASETS[name](cfg, split)
+
+
+def dataset_collate(dataset: Dataset) -> Callable:
+    """The dataset's own `collate` (e.g. AVA's boxes) when it has one, else collate_samples."""
+    return getattr(dataset, "collate", collate_samples)
 
 
 def per_process_batch(global_batch: int, world_size: int, accum_iter: int, key: str) -> int:
@@ -43,7 +51,7 @@ def build_train_loader(cfg: CfgNode, ctx: DistContext, dataset: Dataset | None =
     batch = per_process_batch(cfg.TRAIN.BATCH_SIZE, ctx.world_size, cfg.TRAIN.ACCUM_ITER, "TRAIN.BATCH_SIZE")
     sampler = ResumableSampler(len(dataset), ctx.rank, ctx.world_size, shuffle=True, seed=cfg.RNG_SEED)
     loader = build_loader(dataset, sampler, batch, cfg.DATA_LOADER.NUM_WORKERS, cfg.DATA_LOADER.PIN_MEMORY,
-                          drop_last=True)
+                          drop_last=True, collate_fn=dataset_collate(dataset))
     if len(loader) == 0:
         raise ValueError(f"The training split has {len(dataset)} videos, fewer than one batch per process "
                          f"({batch} x {ctx.world_size} processes): lower TRAIN.BATCH_SIZE")
@@ -56,4 +64,4 @@ def build_eval_loader(cfg: CfgNode, ctx: DistContext, split: str) -> DataLoader:
     batch = max(1, cfg.TEST.BATCH_SIZE // ctx.world_size)
     sampler = ResumableSampler(len(dataset), ctx.rank, ctx.world_size, shuffle=False, seed=cfg.RNG_SEED, pad=False)
     return build_loader(dataset, sampler, batch, cfg.DATA_LOADER.NUM_WORKERS, cfg.DATA_LOADER.PIN_MEMORY,
-                        drop_last=False)
+                        drop_last=False, collate_fn=dataset_collate(dataset))

@@ -84,7 +84,7 @@ class ClipDataset(Dataset):
                     clips = self._load(index, rng)
                 break
             except (VideoDecodeError, OSError) as exc:
-                bad_files.append(f"{self.records[index].source}: {exc}")
+                bad_files.append(f"{self.records[index].video_id}: {exc}")  # a frame list source is all its paths
                 index = int(rng.integers(len(self))) if self.replace_randomly else (index + 1) % len(self)
         else:
             raise RuntimeError(f"{self.name}: {MAX_REPLACEMENT_DRAWS} videos in a row failed to decode; last ones: "
