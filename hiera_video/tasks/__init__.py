@@ -6,9 +6,11 @@ from fvcore.common.config import CfgNode
 from hiera_video.engine.distributed import DistContext
 from hiera_video.tasks.base import Task
 from hiera_video.tasks.classification import ClassificationTask
+from hiera_video.tasks.detection import DetectionTask
 from hiera_video.tasks.mae import MaeTask
 
-TASKS: dict[str, type[Task]] = {"classification": ClassificationTask, "mae": MaeTask}
+TASKS: dict[str, type[Task]] = {"classification": ClassificationTask, "mae": MaeTask,
+                                 "detection": DetectionTask}
 
 
 def build_task(cfg: CfgNode, ctx: DistContext) -> Task:

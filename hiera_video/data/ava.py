@@ -1,0 +1,441 @@
+"""AVA v2.2 spatio-temporal action detection: keyframes, person boxes with multi-hot actions, clips around them.
+
+Layout (paths in the AVA config group, names relative to AVA.ANNOTATION_DIR):
+- videos, one of two layouts:
+  frames  AVA.FRAME_DIR/<video>/<video>_%06d.jpg, listed by AVA.FRAME_LIST_DIR/{train,val}.csv (PySlowFast format:
+          a header, then `original_video_id video_idx frame_idx path labels`, path relative to FRAME_DIR);
+  videos  AVA.VIDEO_DIR/<video>.<ext>: one file per video id, decoded around each keyframe directly.
+- box lists: `video,second,x1,y1,x2,y2,action,person_id` ground truth (AVA.TRAIN_GT_BOX_LISTS) and
+  `video,second,x1,y1,x2,y2,action or empty,score` detected persons (AVA.{TRAIN,TEST}_PREDICT_BOX_LISTS, kept
+  when score >= AVA.DETECTION_SCORE_THRESH; an empty action marks a person doing nothing annotated). Coordinates
+  are normalised to [0, 1]; actions are 1..MODEL.NUM_CLASSES (80).
+
+Time: AVA timestamps are seconds of the original movie (keyframes 902..1798, one per second). Frame 0 of a video
+or frame folder is shown at AVA.FIRST_SECOND (900 for the standard 15-minute cuts, 0 for uncut movies), so the
+keyframe of second s is frame round((s - FIRST_SECOND) * fps). A clip is DATA.NUM_FRAMES frames DATA.SAMPLING_RATE
+apart at DATA.TARGET_FPS, centred on the keyframe as PySlowFast does (frames c - L/2, ..., c + L/2 - rate for a
+span L), clamped to the video.
+
+Splits: "train" uses the ground truth (+ detected boxes if listed), one random augmented clip per keyframe;
+"val" and "test" use the detected boxes of AVA.TEST_PREDICT_BOX_LISTS, "val" only every 4th second unless
+AVA.FULL_TEST_ON_VAL. Training: short-side jitter + random crop (or random-resized crop) and a flip, boxes
+following the pixels (torchvision.transforms.v2 BoundingBoxes); boxes left empty by the crop are dropped.
+Validation / test: the short side resized to DATA.TEST_CROP_SIZE and the centre square (Hiera takes a fixed input
+size); boxes are clamped to it and every box is kept, with its original normalised coordinates for the output.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from fvcore.common.config import CfgNode
+from iopath.common.file_io import g_pathmgr
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from hiera_video.data.loader import SampleKey
+from hiera_video.data.video_io import VideoDecodeError, open_video
+
+logger = logging.getLogger(__name__)
+
+# First and last keyframe second of AVA v2.x (PySlowFast AVA_VALID_FRAMES).
+FIRST_KEYFRAME_SECOND, LAST_KEYFRAME_SECOND = 902, 1798
+# Validation without AVA.FULL_TEST_ON_VAL scores keyframes whose second is a multiple of this (PySlowFast).
+VAL_SECOND_STEP = 4
+# Boxes narrower or lower than this many pixels after a training crop are dropped.
+MIN_BOX_PIXELS = 1.0
+# Training crops drawn before accepting one that keeps no box.
+MAX_CROP_DRAWS = 10
+# Draws of a replacement keyframe before giving up on a training batch slot.
+MAX_REPLACEMENT_DRAWS = 50
+
+
+# ----------------------------------------------------------------------------------------------- box lists
+
+
+@dataclass(frozen=True)
+class AvaKeyframe:
+    """One keyframe with its person boxes: normalised (x1, y1, x2, y2) and multi-hot actions (class c -> c - 1).
+
+    An all-zero label row is a person without an annotated action (a negative in training).
+    """
+
+    video_id: str
+    second: int
+    boxes: np.ndarray  # float32 [K, 4]
+    labels: np.ndarray  # uint8 [K, num_classes]
+
+
+def _parse_box_row(row: list[str], where: str, has_score: bool) -> tuple[str, int, tuple[float, ...], int, float]:
+    if len(row) < (8 if has_score else 7):
+        raise ValueError(f"{where}: expected video,second,x1,y1,x2,y2,action{',score' if has_score else ''}, "
+                         f"got {len(row)} columns: {','.join(row)!r}")
+    try:
+        second = int(row[1])
+        box = tuple(min(max(float(v), 0.0), 1.0) for v in row[2:6])
+        action = int(row[6]) if row[6].strip() else -1
+        score = float(row[7]) if has_score else 1.0
+    except ValueError:
+        raise ValueError(f"{where}: second, coordinates, action and score must be numbers, got "
+                         f"{','.join(row)!r}") from None
+    if box[0] > box[2] or box[1] > box[3]:
+        raise ValueError(f"{where}: box {box} has x1 > x2 or y1 > y2")
+    return row[0], second, box, action, score
+
+
+def read_box_lists(groundtruth: Sequence[str], detected: Sequence[str], score_thresh: float, num_classes: int,
+                   second_step: int = 1) -> list[AvaKeyframe]:
+    """Keyframes of the listed box files: boxes merged by coordinates, their actions made multi-hot.
+
+    Detected boxes scoring below `score_thresh` are dropped; keyframes outside seconds 902..1798, or whose second
+    is not a multiple of `second_step`, are left out. Keyframes come sorted by (video, second).
+    """
+    by_keyframe: dict[tuple[str, int], dict[tuple[float, ...], set[int]]] = {}
+    for path, is_groundtruth in [(p, True) for p in groundtruth] + [(p, False) for p in detected]:
+        if not g_pathmgr.isfile(path):
+            raise FileNotFoundError(f"AVA box list not found: {path}")
+        with g_pathmgr.open(path, "r") as f:
+            for line_number, row in enumerate(csv.reader(f), start=1):
+                if not row:
+                    continue
+                video_id, second, box, action, score = _parse_box_row(row, f"{path}:{line_number}",
+                                                                      has_score=not is_groundtruth)
+                if action != -1 and not 1 <= action <= num_classes:
+                    raise ValueError(f"{path}:{line_number}: action {action} is outside 1..MODEL.NUM_CLASSES="
+                                     f"{num_classes}")
+                if (not is_groundtruth and score < score_thresh) or second % second_step \
+                        or not FIRST_KEYFRAME_SECOND <= second <= LAST_KEYFRAME_SECOND:
+                    continue
+                actions = by_keyframe.setdefault((video_id, second), {}).setdefault(box, set())
+                if action > 0:
+                    actions.add(action)
+    keyframes = []
+    for (video_id, second), boxes in sorted(by_keyframe.items()):
+        labels = np.zeros((len(boxes), num_classes), dtype=np.uint8)
+        for row, actions in enumerate(boxes.values()):
+            labels[row, [a - 1 for a in actions]] = 1
+        keyframes.append(AvaKeyframe(video_id, second, np.array(list(boxes), dtype=np.float32).reshape(-1, 4),
+                                     labels))
+    return keyframes
+
+
+# ----------------------------------------------------------------------------------------------- video sources
+
+
+def keyframe_clip_indices(second: float, first_second: float, fps: float, video_len: int, num_frames: int,
+                          sampling_rate: int, target_fps: float) -> np.ndarray:
+    """Frame indices of the clip centred on the keyframe of `second` (see the module docstring).
+
+    `sampling_rate` counts frames at `target_fps`; the video's own `fps` converts them to its frames. Indices are
+    clamped to [0, video_len); a keyframe outside the video raises ValueError.
+    """
+    centre_time = second - first_second
+    centre = int(np.floor(centre_time * fps + 0.5))
+    if not 0 <= centre < video_len:
+        raise ValueError(f"the keyframe of second {second} is frame {centre}, outside the video's {video_len} "
+                         f"frames at {fps:g} fps (check AVA.FIRST_SECOND={first_second:g})")
+    span = num_frames * sampling_rate
+    offsets = (np.arange(num_frames) * sampling_rate - span // 2) / target_fps
+    indices = np.floor((centre_time + offsets) * fps + 0.5).astype(np.int64)
+    return np.clip(indices, 0, video_len - 1)
+
+
+def read_frame_lists(paths: Sequence[str]) -> dict[str, np.ndarray]:
+    """Video id -> frame paths (relative to AVA.FRAME_DIR, as bytes, ordered by frame index) from PySlowFast frame
+    lists. Bytes arrays keep the millions of paths of a split compact and shareable with data workers."""
+    frames: dict[str, dict[int, str]] = {}
+    for path in paths:
+        if not g_pathmgr.isfile(path):
+            raise FileNotFoundError(f"AVA frame list not found: {path}")
+        with g_pathmgr.open(path, "r") as f:
+            for line_number, line in enumerate(f, start=1):
+                row = line.split()
+                if not row or (line_number == 1 and len(row) >= 3 and not row[2].isdigit()):
+                    continue  # a blank line or the header
+                if len(row) < 4 or not row[2].isdigit():
+                    raise ValueError(f"{path}:{line_number}: expected 'original_video_id video_idx frame_idx path "
+                                     f"labels', got {line.strip()!r}")
+                frames.setdefault(row[0], {})[int(row[2])] = row[3]
+    lists = {}
+    for video_id, by_index in frames.items():
+        if sorted(by_index) != list(range(len(by_index))):
+            raise ValueError(f"{', '.join(paths)}: the frame indices of video {video_id} are not "
+                             f"0..{len(by_index) - 1}")
+        lists[video_id] = np.array([by_index[i].encode() for i in range(len(by_index))])
+    return lists
+
+
+def find_video_files(video_dir: str) -> dict[str, str]:
+    """Video id (file name without extension) -> path, for every file in `video_dir`."""
+    if not g_pathmgr.isdir(video_dir):
+        raise FileNotFoundError(f"AVA.VIDEO_DIR is not a folder: {video_dir}")
+    files: dict[str, str] = {}
+    for name in sorted(g_pathmgr.ls(video_dir)):
+        video_id, ext = os.path.splitext(name)
+        if name.startswith(".") or not ext:
+            continue
+        if video_id in files:
+            raise ValueError(f"{video_dir}: two files for video {video_id}: {os.path.basename(files[video_id])}, "
+                             f"{name}")
+        files[video_id] = os.path.join(video_dir, name)
+    return files
+
+
+class AvaVideos:
+    """Where each AVA video is (a file or a frame folder) and how to read the frames around a keyframe."""
+
+    def __init__(self, files: dict[str, str] | None = None, frame_lists: dict[str, np.ndarray] | None = None,
+                 frame_dir: str = "", first_second: float = 900.0, frame_rate: float = 30.0,
+                 backend: str = "decord") -> None:
+        if (files is None) == (frame_lists is None):
+            raise ValueError("AvaVideos needs either video files or frame lists")
+        self.files = files
+        self.frame_lists = frame_lists
+        self.frame_dir = frame_dir
+        self.first_second = first_second
+        self.frame_rate = frame_rate
+        self.backend = backend
+
+    @classmethod
+    def from_cfg(cls, cfg: CfgNode, split: str) -> "AvaVideos":
+        """The layout the AVA config names: AVA.VIDEO_DIR, or AVA.FRAME_DIR with the split's frame lists."""
+        ava = cfg.AVA
+        if bool(ava.VIDEO_DIR) == bool(ava.FRAME_DIR):
+            raise ValueError("Set exactly one of AVA.VIDEO_DIR (one video file per id) and AVA.FRAME_DIR (frame "
+                             f"folders); got VIDEO_DIR={ava.VIDEO_DIR!r}, FRAME_DIR={ava.FRAME_DIR!r}")
+        common = dict(first_second=ava.FIRST_SECOND, frame_rate=ava.FRAME_RATE, backend=cfg.DATA.DECODING_BACKEND)
+        if ava.VIDEO_DIR:
+            return cls(files=find_video_files(ava.VIDEO_DIR), **common)
+        lists = ava.TRAIN_LISTS if split == "train" else ava.TEST_LISTS
+        frame_lists = read_frame_lists([os.path.join(ava.FRAME_LIST_DIR, name) for name in lists])
+        return cls(frame_lists=frame_lists, frame_dir=ava.FRAME_DIR, **common)
+
+    def video_ids(self) -> set[str]:
+        return set(self.files if self.files is not None else self.frame_lists)
+
+    def source(self, video_id: str) -> str:
+        """The file or frame folder of `video_id`, for messages."""
+        if self.files is not None:
+            return self.files[video_id]
+        return os.path.join(self.frame_dir, os.path.dirname(self.frame_lists[video_id][0].decode()))
+
+    def read_clip(self, video_id: str, second: float, num_frames: int, sampling_rate: int,
+                  target_fps: float) -> torch.Tensor:
+        """uint8 frames [num_frames, H, W, 3] of the clip centred on the keyframe of `second`.
+
+        Raises VideoDecodeError naming the file (or folder) when it cannot be read or the keyframe lies outside it.
+        """
+        def indices_for(fps: float, video_len: int) -> np.ndarray:
+            try:
+                return keyframe_clip_indices(second, self.first_second, fps, video_len, num_frames, sampling_rate,
+                                             target_fps)
+            except ValueError as error:
+                raise VideoDecodeError(self.source(video_id), str(error)) from None
+
+        if self.files is not None:
+            with open_video(self.files[video_id], backend=self.backend) as reader:
+                return reader.get_frames(indices_for(reader.fps, reader.num_frames).tolist())
+        names = self.frame_lists[video_id]
+        unique, inverse = np.unique(indices_for(self.frame_rate, len(names)), return_inverse=True)
+        paths = [os.path.join(self.frame_dir, names[i].decode()) for i in unique]
+        with open_video(paths, frames_fps=self.frame_rate) as reader:
+            return reader.get_frames(np.arange(len(paths)).tolist())[torch.from_numpy(inverse.reshape(-1))]
+
+    def read_keyframe(self, video_id: str, second: float) -> torch.Tensor:
+        """uint8 [H, W, 3]: the frame shown at `second`."""
+        return self.read_clip(video_id, second, num_frames=1, sampling_rate=1, target_fps=1.0)[0]
+
+
+# ----------------------------------------------------------------------------------------------- transforms
+
+
+def _box_extras(sample: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+    """The per-box tensors SanitizeBoundingBoxes filters with the boxes (a named function: workers pickle it)."""
+    return sample["extras"]
+
+
+class BoxClipTransform:
+    """uint8 frames [T, H, W, 3] with pixel boxes -> normalised clip [3, T, S, S] with boxes in clip pixels.
+
+    `geometry` is a v2 transform moving the video and its BoundingBoxes together. With `drop_empty`, boxes left
+    smaller than MIN_BOX_PIXELS are dropped (with their `extras` rows) and up to MAX_CROP_DRAWS geometries are
+    drawn until one keeps a box; otherwise every box is kept, clamped to the clip.
+    """
+
+    def __init__(self, geometry: v2.Transform, mean: Sequence[float], std: Sequence[float], drop_empty: bool):
+        self.geometry = geometry
+        self.normalize = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
+        self.sanitize = v2.SanitizeBoundingBoxes(min_size=MIN_BOX_PIXELS, labels_getter=_box_extras) \
+            if drop_empty else None
+
+    def __call__(self, frames: torch.Tensor, boxes: torch.Tensor, extras: tuple[torch.Tensor, ...]
+                 ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+        """Returns (clip [3, T, S, S], boxes [K', 4], extras with the kept rows)."""
+        sample = {
+            "video": tv_tensors.Video(frames.permute(0, 3, 1, 2)),
+            "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=tuple(frames.shape[1:3])),
+            "extras": extras,
+        }
+        for _ in range(MAX_CROP_DRAWS if self.sanitize is not None else 1):
+            out = self.geometry(sample)
+            if self.sanitize is not None:
+                out = self.sanitize(out)
+            if len(out["boxes"]) or not len(boxes):
+                break
+        clip = self.normalize(out["video"]).as_subclass(torch.Tensor).permute(1, 0, 2, 3).contiguous()
+        return clip, out["boxes"].as_subclass(torch.Tensor).float(), tuple(out["extras"])
+
+
+def build_box_transform(cfg: CfgNode, train: bool) -> BoxClipTransform:
+    """Training: random-resized crop (DATA.TRAIN_JITTER_SCALES_RELATIVE) or short-side jitter + random crop, and a
+    flip (DATA.RANDOM_FLIP). Evaluation: short side to DATA.TEST_CROP_SIZE and the centre square."""
+    data = cfg.DATA
+    if not train:
+        geometry = v2.Compose([v2.Resize(data.TEST_CROP_SIZE, antialias=True), v2.CenterCrop(data.TEST_CROP_SIZE)])
+        return BoxClipTransform(geometry, data.MEAN, data.STD, drop_empty=False)
+    size = data.TRAIN_CROP_SIZE
+    if data.TRAIN_JITTER_SCALES_RELATIVE:
+        steps = [v2.RandomResizedCrop(size, scale=tuple(data.TRAIN_JITTER_SCALES_RELATIVE),
+                                      ratio=tuple(data.TRAIN_JITTER_ASPECT_RELATIVE), antialias=True)]
+    else:
+        low, high = data.TRAIN_JITTER_SCALES
+        if not size <= low <= high:
+            raise ValueError(f"DATA.TRAIN_JITTER_SCALES {list(data.TRAIN_JITTER_SCALES)} must satisfy "
+                             f"DATA.TRAIN_CROP_SIZE ({size}) <= low <= high")
+        steps = [v2.RandomShortestSize(list(range(low, high + 1)), antialias=True), v2.RandomCrop(size)]
+    if data.RANDOM_FLIP:
+        steps.append(v2.RandomHorizontalFlip(p=0.5))
+    return BoxClipTransform(v2.Compose(steps), data.MEAN, data.STD, drop_empty=True)
+
+
+def jitter_boxes(boxes: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Each edge of each normalised box moved by up to `fraction` of the box's width / height, then kept in
+    [0, 1] with x1 <= x2 and y1 <= y2."""
+    if fraction <= 0 or not len(boxes):
+        return boxes
+    size = np.concatenate([boxes[:, 2:] - boxes[:, :2]] * 2, axis=1)
+    moved = np.clip(boxes + rng.uniform(-fraction, fraction, boxes.shape) * size, 0.0, 1.0)
+    low, high = np.minimum(moved[:, :2], moved[:, 2:]), np.maximum(moved[:, :2], moved[:, 2:])
+    return np.concatenate([low, high], axis=1).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------- dataset
+
+
+def collate_detection(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack clips and concatenate boxes: video [B,3,T,S,S], boxes [N,4] (clip pixels), box_batch_idx [N],
+    labels [N,C], source_boxes [N,4] (normalised, as in the box file), index [B], metadata [(video, second)] * B,
+    bad_files."""
+    counts = torch.tensor([len(s["boxes"]) for s in samples])
+    return {
+        "video": torch.stack([s["video"] for s in samples]),
+        "boxes": torch.cat([s["boxes"] for s in samples]),
+        "box_batch_idx": torch.repeat_interleave(torch.arange(len(samples)), counts),
+        "labels": torch.cat([s["labels"] for s in samples]),
+        "source_boxes": torch.cat([s["source_boxes"] for s in samples]),
+        "index": torch.tensor([s["index"] for s in samples]),
+        "metadata": [s["metadata"] for s in samples],
+        "bad_files": [entry for s in samples for entry in s["bad_files"]],
+    }
+
+
+class AvaDataset(Dataset):
+    """Keyframes -> dict(video [3,T,S,S], boxes [K,4] in clip pixels, labels [K,C], source_boxes [K,4], index,
+    metadata (video, second), bad_files); batch with `collate` (collate_detection).
+
+    A keyframe whose video cannot be read is reported in `bad_files`: in training another random keyframe replaces
+    it; in evaluation it comes back with no boxes (it gets no detections, and so cannot be counted twice).
+    """
+
+    collate = staticmethod(collate_detection)
+
+    def __init__(self, keyframes: Sequence[AvaKeyframe], videos: AvaVideos, transform: BoxClipTransform,
+                 train: bool, num_frames: int, sampling_rate: int, target_fps: float, crop_size: int,
+                 box_jitter: float = 0.0, name: str = "ava") -> None:
+        if not keyframes:
+            raise ValueError(f"{name}: no keyframe with boxes")
+        self.keyframes = list(keyframes)
+        self.videos = videos
+        self.transform = transform
+        self.train = train
+        self.clip_args = dict(num_frames=num_frames, sampling_rate=sampling_rate, target_fps=target_fps)
+        self.crop_size = crop_size
+        self.box_jitter = box_jitter
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.keyframes)
+
+    def _load(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
+        keyframe = self.keyframes[index]
+        frames = self.videos.read_clip(keyframe.video_id, keyframe.second, **self.clip_args)
+        boxes = jitter_boxes(keyframe.boxes, self.box_jitter, rng) if self.train else keyframe.boxes
+        height, width = frames.shape[1:3]
+        pixels = torch.from_numpy(boxes) * torch.tensor([width, height, width, height], dtype=torch.float32)
+        clip, pixels, (labels, source) = self.transform(
+            frames, pixels, (torch.from_numpy(keyframe.labels).float(), torch.from_numpy(keyframe.boxes)))
+        return {"video": clip, "boxes": pixels, "labels": labels, "source_boxes": source, "index": index,
+                "metadata": (keyframe.video_id, keyframe.second)}
+
+    def _unreadable(self, index: int) -> dict[str, Any]:
+        keyframe = self.keyframes[index]
+        size = self.crop_size
+        return {"video": torch.zeros(3, self.clip_args["num_frames"], size, size), "boxes": torch.zeros(0, 4),
+                "labels": torch.zeros(0, keyframe.labels.shape[1]), "source_boxes": torch.zeros(0, 4),
+                "index": index, "metadata": (keyframe.video_id, keyframe.second)}
+
+    def __getitem__(self, key: SampleKey | int) -> dict[str, Any]:
+        if not isinstance(key, SampleKey):
+            key = SampleKey(int(key), 0)
+        rng = np.random.default_rng(key.seed)
+        bad_files: list[str] = []
+        index = key.index
+        for _ in range(MAX_REPLACEMENT_DRAWS):
+            try:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(key.seed)
+                    sample = self._load(index, rng)
+                break
+            except (VideoDecodeError, OSError) as exc:
+                keyframe = self.keyframes[index]
+                bad_files.append(f"{keyframe.video_id} at {keyframe.second} s: {exc}")
+                if not self.train:
+                    sample = self._unreadable(index)
+                    break
+                index = int(rng.integers(len(self)))
+        else:
+            raise RuntimeError(f"{self.name}: {MAX_REPLACEMENT_DRAWS} keyframes in a row failed to decode; last "
+                               "ones: " + "; ".join(bad_files[-3:]))
+        sample["bad_files"] = bad_files
+        return sample
+
+
+def build_ava(cfg: CfgNode, split: str) -> AvaDataset:
+    """The `split` of AVA: "train" (ground-truth boxes), "val" (detected boxes, every 4th second unless
+    AVA.FULL_TEST_ON_VAL) or "test" (detected boxes, every keyframe); videos from the configured layout."""
+    ava = cfg.AVA
+    annotation = lambda name: os.path.join(ava.ANNOTATION_DIR, name)  # noqa: E731
+    train = split == "train"
+    step = VAL_SECOND_STEP if split == "val" and not ava.FULL_TEST_ON_VAL else 1
+    keyframes = read_box_lists(
+        groundtruth=[annotation(n) for n in (ava.TRAIN_GT_BOX_LISTS if train else [])],
+        detected=[annotation(n) for n in (ava.TRAIN_PREDICT_BOX_LISTS if train else ava.TEST_PREDICT_BOX_LISTS)],
+        score_thresh=ava.DETECTION_SCORE_THRESH, num_classes=cfg.MODEL.NUM_CLASSES, second_step=step)
+    videos = AvaVideos.from_cfg(cfg, split)
+    available = videos.video_ids()
+    missing = sorted({k.video_id for k in keyframes} - available)
+    if missing:
+        logger.warning("AVA %s: %d videos of the box lists have no %s and are skipped: %s%s", split, len(missing),
+                       "file in AVA.VIDEO_DIR" if ava.VIDEO_DIR else "frames in the frame lists",
+                       ", ".join(missing[:5]), " ..." if len(missing) > 5 else "")
+        keyframes = [k for k in keyframes if k.video_id in available]
+    return AvaDataset(keyframes, videos, build_box_transform(cfg, train), train=train,
+                      num_frames=cfg.DATA.NUM_FRAMES, sampling_rate=cfg.DATA.SAMPLING_RATE,
+                      target_fps=cfg.DATA.TARGET_FPS, crop_size=cfg.DATA.TRAIN_CROP_SIZE if train else
+                      cfg.DATA.TEST_CROP_SIZE, box_jitter=ava.BOX_JITTER if train else 0.0, name=f"AVA {split}")

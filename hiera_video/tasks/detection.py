@@ -1,0 +1,161 @@
+"""AVA action detection: per-box multi-label actions, scored by frame-mAP@0.5IoU.
+
+Training: binary cross-entropy with logits over MODEL.NUM_CLASSES (80) multi-hot targets per ground-truth box.
+Evaluation: sigmoid scores of every detected person box for every class of the label map, written as the official
+`video,second,x1,y1,x2,y2,action,score` CSV on rank 0 (test: OUTPUT_DIR/detections.csv, validation:
+OUTPUT_DIR/detections_val.csv) and scored from that file with hiera_video.evaluation.ava, so the mAP is exactly
+what tools/ava_eval.py reports on it. Validation scores every 4th second unless AVA.FULL_TEST_ON_VAL, against the
+ground truth of those seconds only (PySlowFast's "mini" ground truth).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from fvcore.common.config import CfgNode
+from torch import nn
+
+from hiera_video.data.ava import VAL_SECOND_STEP
+from hiera_video.data.build import build_eval_loader
+from hiera_video.engine import distributed as du
+from hiera_video.engine.logging import ProgressReporter
+from hiera_video.evaluation.ava import (evaluate_frame_map, read_detections, read_exclusions, read_groundtruth,
+                                        read_labelmap, save_result_json, write_detections_csv)
+from hiera_video.models.build import model_overrides
+from hiera_video.models.heads import HieraActionDetector
+from hiera_video.models.hiera import Hiera
+from hiera_video.models.registry import model_spec
+from hiera_video.tasks.base import Task
+
+logger = logging.getLogger(__name__)
+
+
+def build_detector(cfg: CfgNode) -> HieraActionDetector:
+    """The Hiera video model of MODEL.ARCH (with the config's overrides) as backbone of an ROI action detector."""
+    spec = model_spec(cfg.MODEL.ARCH)
+    if not issubclass(spec.cls, Hiera):
+        raise ValueError(f"TASK detection needs a Hiera classifier architecture (hiera_*_16x224) as MODEL.ARCH to "
+                         f"take the backbone from; got {cfg.MODEL.ARCH}")
+    args = {**spec.defaults, **model_overrides(cfg)}
+    args.pop("head_init_scale", None)
+    return HieraActionDetector(head_stage=cfg.AVA.HEAD_STAGE, roi_resolution=cfg.AVA.ROI_RESOLUTION, **args)
+
+
+def action_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy with logits over boxes x classes, in float32; 0 (with a graph) without boxes."""
+    total = F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="sum")
+    return total / max(targets.numel(), 1)
+
+
+def keyframe_second(key: str) -> float:
+    """The second of an evaluator keyframe key `video,second`."""
+    return float(key.rsplit(",", 1)[1])
+
+
+class DetectionTask(Task):
+    name = "detection"
+
+    def __init__(self, cfg: CfgNode, ctx: du.DistContext) -> None:
+        super().__init__(cfg, ctx)
+        self._loaders: dict[str, Any] = {}
+
+    def _annotation(self, name: str) -> str:
+        return os.path.join(self.cfg.AVA.ANNOTATION_DIR, name)
+
+    def build_model(self) -> nn.Module:
+        return build_detector(self.cfg)
+
+    def loss(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        logits = model(batch["video"], batch["boxes"], batch["box_batch_idx"])
+        return action_loss(logits, batch["labels"]), {}
+
+    def _loader(self, split: str):
+        if split not in self._loaders:
+            self._loaders[split] = build_eval_loader(self.cfg, self.ctx, split)
+        return self._loaders[split]
+
+    @torch.no_grad()
+    def _predict(self, model: nn.Module, split: str, class_ids: list[int]) -> tuple[dict[str, Any], list[str]]:
+        """This rank's predictions: keyframe index [N], normalised box [N, 4] and sigmoid scores [N, len(class_ids)]
+        per detected box, and the keyframes that failed to decode."""
+        model.eval()
+        loader = self._loader(split)
+        progress = ProgressReporter(len(loader), split, enabled=self.ctx.is_main)
+        columns = torch.tensor([c - 1 for c in class_ids])
+        parts: dict[str, list[torch.Tensor]] = {"index": [], "boxes": [], "scores": []}
+        bad: list[str] = []
+        for batch in loader:
+            bad.extend(batch["bad_files"])
+            progress.update(1)
+            if not len(batch["boxes"]):
+                continue
+            device = self.ctx.device
+            logits = model(batch["video"].to(device, non_blocking=True), batch["boxes"].to(device),
+                           batch["box_batch_idx"].to(device))
+            parts["scores"].append(logits.float().sigmoid().cpu()[:, columns])
+            parts["boxes"].append(batch["source_boxes"])
+            parts["index"].append(batch["index"][batch["box_batch_idx"]])
+        progress.close()
+        model.train()
+        empty = {"index": torch.zeros(0, dtype=torch.long), "boxes": torch.zeros(0, 4),
+                 "scores": torch.zeros(0, len(class_ids))}
+        return {k: torch.cat(v).numpy() if v else empty[k].numpy() for k, v in parts.items()}, bad
+
+    def _detection_rows(self, predictions: list[dict[str, Any]], split: str, class_ids: list[int]):
+        """Official CSV rows (video, second, x1, y1, x2, y2, action, score), keyframes in dataset order."""
+        index = np.concatenate([p["index"] for p in predictions])
+        boxes = np.concatenate([p["boxes"] for p in predictions])
+        scores = np.concatenate([p["scores"] for p in predictions])
+        keyframes = self._loader(split).dataset.keyframes
+        for row in np.argsort(index, kind="stable"):  # each rank's boxes keep their order
+            keyframe = keyframes[index[row]]
+            x1, y1, x2, y2 = boxes[row].tolist()
+            for class_id, score in zip(class_ids, scores[row].tolist()):
+                yield keyframe.video_id, keyframe.second, x1, y1, x2, y2, class_id, score
+
+    def _evaluate(self, model: nn.Module, split: str, csv_name: str) -> dict[str, Any]:
+        """Detections of `split` gathered on rank 0, written to OUTPUT_DIR/csv_name and scored; stats on all ranks."""
+        cfg = self.cfg
+        labelmap, class_ids = read_labelmap(self._annotation(cfg.AVA.LABEL_MAP_FILE))
+        outside = sorted(c for c in class_ids if c > cfg.MODEL.NUM_CLASSES)
+        if outside:
+            raise ValueError(f"{cfg.AVA.LABEL_MAP_FILE}: class ids {outside} exceed MODEL.NUM_CLASSES="
+                             f"{cfg.MODEL.NUM_CLASSES}")
+        predictions, bad = self._predict(model, split, sorted(class_ids))
+        gathered = du.all_gather_object((predictions, bad))
+        stats = None
+        if self.ctx.is_main:
+            all_bad = sorted({entry for _, part in gathered for entry in part})
+            for entry in all_bad:
+                logger.warning("AVA %s keyframe failed to decode and gets no detections: %s", split, entry)
+            path = os.path.join(cfg.OUTPUT_DIR, csv_name)
+            write_detections_csv(path, self._detection_rows([p for p, _ in gathered], split, sorted(class_ids)))
+            num_boxes = sum(len(p["index"]) for p, _ in gathered)
+            logger.info("Wrote the detections of %d boxes x %d classes to %s", num_boxes, len(class_ids), path)
+            result = self._score(path, labelmap, class_ids, subsampled=split == "val" and not cfg.AVA.FULL_TEST_ON_VAL)
+            if split == "test":
+                save_result_json(os.path.join(cfg.OUTPUT_DIR, "ava_result.json"), result)
+            stats = {"map": result.map, "num_keyframes": len(self._loader(split).dataset), "num_boxes": num_boxes,
+                     "bad_videos": len(all_bad)}
+        return du.broadcast_object(stats)
+
+    def _score(self, detections: str, labelmap: list[dict], class_ids: set[int], subsampled: bool):
+        """Frame-mAP of the detections file; with `subsampled`, only ground truth of every 4th second counts."""
+        ava = self.cfg.AVA
+        groundtruth = read_groundtruth(self._annotation(ava.GROUNDTRUTH_FILE), class_ids)
+        excluded = read_exclusions(self._annotation(ava.EXCLUSION_FILE)) if ava.EXCLUSION_FILE else set()
+        if subsampled:
+            excluded |= {key for key in groundtruth.keys if keyframe_second(key) % VAL_SECOND_STEP}
+        return evaluate_frame_map(groundtruth, read_detections(detections, class_ids), labelmap, excluded)
+
+    def validate(self, model: nn.Module, epoch: int) -> dict[str, Any]:
+        """Frame-mAP on the validation keyframes (every 4th second unless AVA.FULL_TEST_ON_VAL)."""
+        return self._evaluate(model, "val", "detections_val.csv")
+
+    def test(self, model: nn.Module) -> dict[str, Any]:
+        """Frame-mAP on every validation keyframe; writes detections.csv and ava_result.json (per-class AP)."""
+        return self._evaluate(model, "test", "detections.csv")

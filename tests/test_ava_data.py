@@ -1,0 +1,348 @@
+"""AVA data: box lists, keyframe timing in both layouts, box-aware augmentation, batches, bad input.
+
+`write_ava_dataset` (also used by test_detection.py) writes a tiny but complete AVA-format dataset: real mp4 files
+or JPEG frame folders, ground truth, detected boxes, label map, exclusions. Each person is a flat coloured
+rectangle whose colour says its action (red: 1 "stand", blue: 3 "sit"), so a detector can learn it.
+"""
+import os
+import pickle
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from torchvision.io import encode_jpeg
+
+from hiera_video.config import load_config
+from hiera_video.data.ava import (AvaVideos, build_ava, collate_detection, jitter_boxes, keyframe_clip_indices,
+                                  read_box_lists, read_frame_lists)
+from hiera_video.data.build import build_dataset
+from hiera_video.data.loader import SampleKey
+from hiera_video.data.video_io import write_video
+from tests.video_factory import decode_frame_ids, index_coded_frames
+
+FIRST_SECOND = 901  # the tiny videos start 1 s before the first keyframe (real AVA cuts start at 900 s)
+SECONDS = (902, 903, 904)
+NUM_VIDEO_FRAMES = 120  # 4 s at 30 fps: 901..905
+WIDTH, HEIGHT = 96, 64
+ACTION_COLOURS = {1: (230, 30, 30), 3: (30, 30, 230)}
+LABELMAP = 'item {\n  name: "stand"\n  id: 1\n}\nitem {\n  name: "sit"\n  id: 3\n}\n'
+
+
+def _people(rng):
+    """Two people per video: (normalised box, action) with random placement, one of each action."""
+    people = []
+    for slot, action in enumerate(rng.permutation([1, 3])):
+        x1 = 0.05 + 0.5 * slot + rng.uniform(0, 0.1)
+        y1 = rng.uniform(0.05, 0.3)
+        people.append(((round(x1, 3), round(y1, 3), round(x1 + 0.35, 3), round(y1 + 0.6, 3)), int(action)))
+    return people
+
+
+def _render(people, rng):
+    frames = np.full((NUM_VIDEO_FRAMES, HEIGHT, WIDTH, 3), 128, dtype=np.uint8)
+    frames += rng.integers(0, 20, frames.shape, dtype=np.uint8)
+    for (x1, y1, x2, y2), action in people:
+        frames[:, round(y1 * HEIGHT):round(y2 * HEIGHT), round(x1 * WIDTH):round(x2 * WIDTH)] = \
+            ACTION_COLOURS[action]
+    return frames
+
+
+def _write_frames(frame_dir, video_id, frames):
+    folder = os.path.join(frame_dir, video_id)
+    os.makedirs(folder)
+    names = []
+    for i, frame in enumerate(frames):
+        names.append(f"{video_id}/{video_id}_{i + 1:06d}.jpg")
+        data = encode_jpeg(torch.from_numpy(frame).permute(2, 0, 1).contiguous(), quality=95)
+        with open(os.path.join(frame_dir, names[-1]), "wb") as f:
+            f.write(data.numpy().tobytes())
+    return names
+
+
+def write_ava_dataset(root, layout, num_train=4, num_val=2, seed=0):
+    """A tiny AVA dataset under `root` in `layout` "videos" or "frames"; returns config overrides for it."""
+    rng = np.random.default_rng(seed)
+    annotations = os.path.join(root, "annotations")
+    os.makedirs(annotations)
+    lines = {"train": [], "val": []}
+    detected, frame_lists = [], {"train": ["original_vido_id video_id frame_id path labels"],
+                                 "val": ["original_vido_id video_id frame_id path labels"]}
+    for split, count in (("train", num_train), ("val", num_val)):
+        for v in range(count):
+            video_id = f"{split}_{v}"
+            people = _people(rng)
+            frames = _render(people, rng)
+            if layout == "videos":
+                os.makedirs(os.path.join(root, "videos"), exist_ok=True)
+                write_video(os.path.join(root, "videos", f"{video_id}.mp4"), frames)
+            else:
+                names = _write_frames(os.path.join(root, "frames"), video_id, frames)
+                frame_lists[split] += [f'{video_id} {v} {i} {name} ""' for i, name in enumerate(names)]
+            for second in SECONDS:
+                for person, (box, action) in enumerate(people):
+                    coords = ",".join(f"{c:.3f}" for c in box)
+                    lines[split].append(f"{video_id},{second},{coords},{action},{person}")
+                    if split == "val":
+                        detected.append(f"{video_id},{second},{coords},,0.95")
+                if split == "val":  # a low-confidence detection the score threshold removes
+                    detected.append(f"{video_id},{second},0.400,0.400,0.600,0.900,,0.300")
+            if split == "train":  # a ground-truth action outside the label map
+                lines[split].append(f"{video_id},{SECONDS[0]},0.450,0.100,0.550,0.400,5,9")
+    files = {"ava_train_v2.2.csv": lines["train"], "ava_val_v2.2.csv": lines["val"],
+             "ava_val_predicted_boxes.csv": detected, "ava_val_excluded_timestamps_v2.2.csv": ["val_1,0903"]}
+    for name, rows in files.items():
+        with open(os.path.join(annotations, name), "w") as f:
+            f.write("\n".join(rows) + "\n")
+    with open(os.path.join(annotations, "labelmap.pbtxt"), "w") as f:
+        f.write(LABELMAP)
+    opts = ["TRAIN.DATASET", "ava", "TEST.DATASET", "ava", "MODEL.NUM_CLASSES", "80",
+            "AVA.ANNOTATION_DIR", annotations, "AVA.FIRST_SECOND", str(FIRST_SECOND),
+            "AVA.TRAIN_GT_BOX_LISTS", "['ava_train_v2.2.csv']",
+            "AVA.TEST_PREDICT_BOX_LISTS", "['ava_val_predicted_boxes.csv']", "AVA.DETECTION_SCORE_THRESH", "0.8",
+            "AVA.LABEL_MAP_FILE", "labelmap.pbtxt", "AVA.GROUNDTRUTH_FILE", "ava_val_v2.2.csv",
+            "AVA.EXCLUSION_FILE", "ava_val_excluded_timestamps_v2.2.csv"]
+    if layout == "videos":
+        return opts + ["AVA.VIDEO_DIR", os.path.join(root, "videos")]
+    lists = os.path.join(root, "frame_lists")
+    os.makedirs(lists)
+    for split, rows in frame_lists.items():
+        with open(os.path.join(lists, f"{split}.csv"), "w") as f:
+            f.write("\n".join(rows) + "\n")
+    return opts + ["AVA.FRAME_DIR", os.path.join(root, "frames"), "AVA.FRAME_LIST_DIR", lists]
+
+
+def data_cfg(opts, *extra):
+    base = ["DATA.NUM_FRAMES", "4", "DATA.SAMPLING_RATE", "2", "DATA.TRAIN_CROP_SIZE", "64",
+            "DATA.TEST_CROP_SIZE", "64", "DATA.TRAIN_JITTER_SCALES_RELATIVE", "[]",
+            "DATA.TRAIN_JITTER_SCALES", "[64, 80]", "TASK", "detection"]
+    return load_config([], base + list(opts) + list(extra))
+
+
+@pytest.fixture(scope="module", params=["videos", "frames"])
+def ava(request, tmp_path_factory):
+    return write_ava_dataset(str(tmp_path_factory.mktemp(request.param)), request.param)
+
+
+# ----------------------------------------------------------------------------------------------- box lists
+
+
+def _write(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+def test_box_lists_merge_boxes_into_multi_hot_actions_and_filter_detections(tmp_path):
+    gt = _write(tmp_path / "gt.csv", "v,0902,0.1,0.2,0.5,0.9,1,0\nv,0902,0.1,0.2,0.5,0.9,3,0\n"
+                                     "v,0902,0.6,0.2,0.9,0.9,80,1\nv,0901,0.1,0.1,0.2,0.2,1,0\n"
+                                     "v,1799,0.1,0.1,0.2,0.2,1,0\nw,0904,0.0,0.0,1.2,1.0,2,0\n")
+    det = _write(tmp_path / "det.csv", "v,0902,0.1,0.2,0.5,0.9,,0.99\nv,0902,0.3,0.3,0.4,0.4,,0.95\n"
+                                       "v,0902,0.3,0.3,0.45,0.45,,0.5\n")
+    keyframes = read_box_lists([gt], [det], score_thresh=0.9, num_classes=80)
+    assert [(k.video_id, k.second) for k in keyframes] == [("v", 902), ("w", 904)]  # 901 and 1799 are no keyframes
+    v = keyframes[0]
+    assert v.boxes == pytest.approx(np.array([[0.1, 0.2, 0.5, 0.9], [0.6, 0.2, 0.9, 0.9], [0.3, 0.3, 0.4, 0.4]]))
+    assert [list(np.flatnonzero(row) + 1) for row in v.labels] == [[1, 3], [80], []]  # the detection is a negative
+    assert keyframes[1].boxes.tolist() == [[0.0, 0.0, 1.0, 1.0]]  # clamped to the frame
+    every_4th = read_box_lists([gt], [], score_thresh=0.9, num_classes=80, second_step=4)
+    assert [(k.video_id, k.second) for k in every_4th] == [("w", 904)]
+
+
+@pytest.mark.parametrize("row, message", [
+    ("v,0902,0.1,0.2,0.5\n", r"gt\.csv:2: expected video,second"),
+    ("v,0902,0.1,x,0.5,0.9,1,0\n", r"gt\.csv:2: .*must be numbers"),
+    ("v,0902,0.1,0.2,0.5,0.9,81,0\n", r"gt\.csv:2: action 81 is outside 1\.\.MODEL\.NUM_CLASSES=80"),
+    ("v,0902,0.5,0.2,0.1,0.9,1,0\n", r"gt\.csv:2: box .* x1 > x2"),
+])
+def test_malformed_box_rows_name_file_and_line(tmp_path, row, message):
+    gt = _write(tmp_path / "gt.csv", "v,0902,0.1,0.2,0.5,0.9,1,0\n" + row)
+    with pytest.raises(ValueError, match=message):
+        read_box_lists([gt], [], score_thresh=0.9, num_classes=80)
+
+
+def test_missing_box_list_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.csv"):
+        read_box_lists([str(tmp_path / "nowhere.csv")], [], 0.9, 80)
+
+
+def test_frame_lists_order_frames_and_reject_gaps(tmp_path):
+    good = _write(tmp_path / "l.csv", "original_vido_id video_id frame_id path labels\n"
+                                      'a 0 1 a/a_000002.jpg ""\na 0 0 a/a_000001.jpg ""\nb 1 0 b/b_000001.jpg ""\n')
+    lists = read_frame_lists([good])
+    assert [p.decode() for p in lists["a"]] == ["a/a_000001.jpg", "a/a_000002.jpg"] and len(lists["b"]) == 1
+    gap = _write(tmp_path / "gap.csv", 'a 0 0 a/a_000001.jpg ""\na 0 2 a/a_000003.jpg ""\n')
+    with pytest.raises(ValueError, match="frame indices of video a"):
+        read_frame_lists([gap])
+    bad = _write(tmp_path / "bad.csv", 'header line here x\na 0 zero a/a.jpg ""\n')
+    with pytest.raises(ValueError, match=r"bad\.csv:2"):
+        read_frame_lists([bad])
+
+
+# ----------------------------------------------------------------------------------------------- timing
+
+
+def test_clip_is_centred_on_the_keyframe_like_pyslowfast():
+    # PySlowFast: range(c - L/2, c + L/2, rate) with c = (second - 900) * 30 and L = frames * rate.
+    indices = keyframe_clip_indices(902, 900, 30.0, 27030, num_frames=8, sampling_rate=4, target_fps=30)
+    assert indices.tolist() == list(range(60 - 16, 60 + 16, 4))
+    # Near the start the clip is clamped; a 25 fps video samples the same instants in its own frames.
+    assert keyframe_clip_indices(900.5, 900, 30.0, 100, 4, 10, 30).tolist() == [0, 5, 15, 25]
+    assert keyframe_clip_indices(902, 900, 25.0, 1000, 4, 6, 30).tolist() == [40, 45, 50, 55]  # 1.6..2.2 s
+    with pytest.raises(ValueError, match="outside the video.*FIRST_SECOND=900"):
+        keyframe_clip_indices(1798, 900, 30.0, 1000, 4, 2, 30)
+
+
+@pytest.mark.parametrize("layout", ["videos", "frames"])
+def test_both_layouts_read_the_frames_around_the_keyframe(tmp_path, layout):
+    frames = index_coded_frames(100, height=48, width=64)
+    if layout == "videos":
+        write_video(str(tmp_path / "vid.mp4"), frames)
+        videos = AvaVideos(files={"vid": str(tmp_path / "vid.mp4")}, first_second=900, backend="pyav")
+    else:
+        names = _write_frames(str(tmp_path), "vid", frames)
+        videos = AvaVideos(frame_lists={"vid": np.array([n.encode() for n in names])}, frame_dir=str(tmp_path),
+                           first_second=900, frame_rate=30)
+    clip = videos.read_clip("vid", 902, num_frames=4, sampling_rate=3, target_fps=30)
+    assert clip.shape == (4, 48, 64, 3)
+    assert decode_frame_ids(clip).tolist() == [54, 57, 60, 63]
+    assert decode_frame_ids(videos.read_keyframe("vid", 903)[None]).tolist() == [90]
+
+
+# ----------------------------------------------------------------------------------------------- samples
+
+
+def _bright_box_clip(box):
+    """Frames of a black 64x96 video with a white rectangle exactly at normalised `box`."""
+    frames = torch.zeros(4, HEIGHT, WIDTH, 3, dtype=torch.uint8)
+    x1, y1, x2, y2 = box
+    frames[:, round(y1 * HEIGHT):round(y2 * HEIGHT), round(x1 * WIDTH):round(x2 * WIDTH)] = 255
+    return frames
+
+
+def test_training_boxes_follow_the_pixels_through_crop_and_flip(ava, monkeypatch):
+    cfg = data_cfg(ava, "DATA.TRAIN_JITTER_SCALES", "[64, 128]")
+    dataset = build_ava(cfg, "train")
+    assert len(dataset) == 4 * 3 and dataset.keyframes[0].labels.shape == (3, 80)  # the 3rd box: class 5
+    box = (0.3, 0.2, 0.7, 0.8)
+    monkeypatch.setattr(dataset.videos, "read_clip", lambda *a, **k: _bright_box_clip(box))
+    dataset.keyframes[0] = replace(dataset.keyframes[0], boxes=np.array([box], dtype=np.float32),
+                                   labels=dataset.keyframes[0].labels[:1])
+    flips = set()
+    for seed in range(12):
+        sample = dataset[SampleKey(0, seed)]
+        video, boxes = sample["video"], sample["boxes"]
+        assert video.shape == (3, 4, 64, 64) and boxes.shape == (1, 4)
+        bright = video[0, 0] > 0  # normalised white is positive, black negative
+        rows, cols = torch.nonzero(bright, as_tuple=True)
+        x1, y1, x2, y2 = boxes[0].tolist()
+        assert abs(cols.min().item() - x1) <= 2 and abs(cols.max().item() + 1 - x2) <= 2
+        assert abs(rows.min().item() - y1) <= 2 and abs(rows.max().item() + 1 - y2) <= 2
+        assert sample["source_boxes"].numpy() == pytest.approx(np.array([box]))
+        flips.add(round(x1 + x2))  # the box's centre moves with the crop and the flip
+    assert len(flips) > 2
+
+
+def test_crops_drop_boxes_they_empty_and_keep_labels_aligned(ava, monkeypatch):
+    cfg = data_cfg(ava, "DATA.TRAIN_JITTER_SCALES", "[128, 128]", "DATA.RANDOM_FLIP", "False")
+    dataset = build_ava(cfg, "train")
+    inside, edge = (0.35, 0.3, 0.65, 0.7), (0.0, 0.0, 0.05, 1.0)  # the edge box leaves most crops
+    labels = np.zeros((2, 80), dtype=np.uint8)
+    labels[0, 0], labels[1, 2] = 1, 1
+    dataset.keyframes[0] = replace(dataset.keyframes[0], boxes=np.array([inside, edge], dtype=np.float32),
+                                   labels=labels)
+    monkeypatch.setattr(dataset.videos, "read_clip", lambda *a, **k: _bright_box_clip(inside))
+    counts = set()
+    for seed in range(10):
+        sample = dataset[SampleKey(0, seed)]
+        counts.add(len(sample["boxes"]))
+        assert sample["labels"][0].nonzero().flatten().tolist() == [0]  # the inside box always stays first
+        widths = sample["boxes"][:, 2] - sample["boxes"][:, 0]
+        assert (widths >= 1).all()
+    assert counts == {1, 2}
+
+
+def test_samples_are_a_function_of_the_seed(ava):
+    dataset = build_ava(data_cfg(ava, "AVA.BOX_JITTER", "0.1"), "train")
+    a, b, c = dataset[SampleKey(3, 7)], dataset[SampleKey(3, 7)], dataset[SampleKey(3, 8)]
+    assert torch.equal(a["video"], b["video"]) and torch.equal(a["boxes"], b["boxes"])
+    assert not torch.equal(a["boxes"], c["boxes"])
+
+
+def test_datasets_survive_pickling_for_spawned_workers(ava):
+    # On CUDA the loader starts workers with "spawn", which pickles the dataset and its transforms.
+    dataset = build_ava(data_cfg(ava), "train")
+    copy = pickle.loads(pickle.dumps(dataset))
+    a, b = dataset[SampleKey(2, 5)], copy[SampleKey(2, 5)]
+    assert torch.equal(a["video"], b["video"]) and torch.equal(a["boxes"], b["boxes"]) and copy.collate is not None
+
+
+def test_box_jitter_moves_edges_within_bounds():
+    rng = np.random.default_rng(0)
+    boxes = np.array([[0.2, 0.2, 0.6, 0.8], [0.0, 0.5, 0.1, 1.0]], dtype=np.float32)
+    assert jitter_boxes(boxes, 0.0, rng) is boxes
+    moved = jitter_boxes(boxes, 0.1, rng)
+    size = np.concatenate([boxes[:, 2:] - boxes[:, :2]] * 2, axis=1)
+    assert not np.allclose(moved, boxes) and (np.abs(moved - boxes) <= 0.1 * size + 1e-6).all()
+    assert (moved >= 0).all() and (moved <= 1).all() and (moved[:, :2] <= moved[:, 2:]).all()
+
+
+def test_evaluation_keeps_every_detected_box_and_its_original_coordinates(ava):
+    cfg = data_cfg(ava)
+    test = build_dataset(cfg, "test")
+    val = build_ava(cfg, "val")
+    assert len(test) == 2 * 3 and [k.second for k in val.keyframes] == [904, 904]  # every 4th second
+    full = build_ava(data_cfg(ava, "AVA.FULL_TEST_ON_VAL", "True"), "val")
+    assert len(full) == 6
+    sample = test[0]
+    keyframe = test.keyframes[0]
+    assert len(keyframe.boxes) == 2  # the 0.3-score detection is below AVA.DETECTION_SCORE_THRESH
+    assert sample["video"].shape == (3, 4, 64, 64)
+    assert torch.equal(sample["source_boxes"], torch.from_numpy(keyframe.boxes))
+    # Short side 64 -> 96x64 stays, the centre 64 columns are kept: x shifts by 16 px and is clamped.
+    expected = keyframe.boxes * np.array([96, 64, 96, 64]) - np.array([16, 0, 16, 0])
+    assert sample["boxes"].numpy() == pytest.approx(np.clip(expected, 0, 64), abs=1e-4)
+    assert sample["metadata"] == (keyframe.video_id, keyframe.second)
+
+
+def test_batches_concatenate_boxes_with_their_sample_index(ava):
+    dataset = build_ava(data_cfg(ava), "test")
+    batch = collate_detection([dataset[0], dataset[3], dataset[1]])
+    assert batch["video"].shape == (3, 3, 4, 64, 64)
+    assert batch["boxes"].shape == (6, 4) and batch["box_batch_idx"].tolist() == [0, 0, 1, 1, 2, 2]
+    assert batch["index"].tolist() == [0, 3, 1] and batch["labels"].shape == (6, 80)
+    assert batch["metadata"][1] == (dataset.keyframes[3].video_id, dataset.keyframes[3].second)
+
+
+# ----------------------------------------------------------------------------------------------- bad input
+
+
+def test_layout_must_be_exactly_one_of_videos_and_frames(ava):
+    with pytest.raises(ValueError, match="exactly one of AVA.VIDEO_DIR"):
+        build_ava(data_cfg(ava, "AVA.VIDEO_DIR", "", "AVA.FRAME_DIR", ""), "train")
+
+
+def test_unreadable_keyframes_are_reported_replaced_in_training_and_empty_in_evaluation(tmp_path):
+    opts = write_ava_dataset(str(tmp_path), "videos", num_train=2, num_val=2)
+    open(tmp_path / "videos" / "train_0.mp4", "wb").close()  # an empty file
+    (tmp_path / "videos" / "val_0.mp4").write_bytes(b"not a video")
+    train = build_ava(data_cfg(opts), "train")
+    for index in range(3):  # the keyframes of train_0
+        sample = train[SampleKey(index, 0)]
+        assert "train_0" in sample["bad_files"][0] and sample["metadata"][0] == "train_1"
+    test = build_ava(data_cfg(opts), "test")
+    sample = test[0]
+    assert sample["metadata"] == ("val_0", 902) and len(sample["boxes"]) == 0 and "val_0" in sample["bad_files"][0]
+
+
+def test_keyframe_past_the_end_of_a_video_is_a_bad_file(tmp_path):
+    opts = write_ava_dataset(str(tmp_path), "videos", num_train=1, num_val=1)
+    sample = build_ava(data_cfg(opts, "AVA.FIRST_SECOND", "898"), "test")[2]  # 904 s = frame 180 of 120
+    assert "outside the video" in sample["bad_files"][0] and "FIRST_SECOND=898" in sample["bad_files"][0]
+
+
+def test_videos_missing_from_the_layout_are_skipped_with_a_warning(tmp_path, caplog):
+    opts = write_ava_dataset(str(tmp_path), "videos", num_train=2, num_val=1)
+    os.remove(tmp_path / "videos" / "train_1.mp4")
+    dataset = build_ava(data_cfg(opts), "train")
+    assert {k.video_id for k in dataset.keyframes} == {"train_0"}
+    assert "train_1" in caplog.text
