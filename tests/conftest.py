@@ -1,10 +1,10 @@
 """Shared pytest fixtures: small real videos and deterministic torch settings."""
-import os
 
 import pytest
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One thread: tiny test models gain nothing from more, and stall badly when the cores are shared.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

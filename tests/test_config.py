@@ -47,3 +47,10 @@ def test_wrong_type_and_bad_choice(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="nothere.yaml"):
         load_config(str(tmp_path / "nothere.yaml"))
+
+
+def test_whole_numbers_are_accepted_for_float_keys(tmp_path):
+    path = write(tmp_path / "f.yaml", "SOLVER:\n  WARMUP_EPOCHS: 2\n  MAX_EPOCH: 10\n")
+    cfg = load_config(path, ["SOLVER.BASE_LR", "1", "MAE.MASK_RATIO", "0"])
+    assert cfg.SOLVER.WARMUP_EPOCHS == 2.0 and isinstance(cfg.SOLVER.WARMUP_EPOCHS, float)
+    assert cfg.SOLVER.BASE_LR == 1.0 and cfg.MAE.MASK_RATIO == 0.0

@@ -192,3 +192,43 @@ def test_two_gloo_processes_step_like_one_process_on_the_union_batch(dataset, tm
     for run_dir in ("one", "two"):  # exactly one optimisation step each
         stats = read_json_stats(str(tmp_path / run_dir / "json_stats.log"))
         assert [s["iter"] for s in stats if s.get("_type") == "train_iter"] == ["1/1"]
+
+
+def test_test_views_are_decoded_once_per_video(dataset, tmp_path, single_process, monkeypatch):
+    from hiera_video.data import clip_dataset
+
+    opened, original = [], clip_dataset.open_video
+
+    def counting_open(source, **kwargs):
+        opened.append(source)
+        return original(source, **kwargs)
+
+    monkeypatch.setattr(clip_dataset, "open_video", counting_open)
+    cfg = tiny_cfg(dataset, tmp_path / "views", "TRAIN.ENABLE", "False", "TEST.NUM_ENSEMBLE_VIEWS", "4")
+    results = run(single_process, cfg)
+    assert results["num_videos"] == 4 and results["videos_with_missing_views"] == 0
+    assert len(opened) == len(set(opened)) == 4  # 4 videos x 12 views, each video opened once
+    lines = (tmp_path / "views" / "test_predictions.csv").read_text().splitlines()[1:]
+    assert all(line.endswith(",12") for line in lines)
+
+
+def test_fine_tuning_starts_from_an_mae_checkpoint(dataset, tmp_path, single_process, caplog):
+    run(single_process, tiny_cfg(dataset, tmp_path / "mae", "TEST.ENABLE", "False", "TRAIN.EVAL_PERIOD", "0",
+                                 "SOLVER.MAX_EPOCH", "2", task="mae"))
+    mae_checkpoint = find_latest_checkpoint(str(tmp_path / "mae"))
+    mae_state = load_checkpoint(mae_checkpoint)["model_state"]
+    with caplog.at_level(logging.INFO):
+        run(single_process, tiny_cfg(dataset, tmp_path / "ft", "TRAIN.CHECKPOINT_FILE_PATH", mae_checkpoint,
+                                     "SOLVER.MAX_EPOCH", "3", "TRAIN.EVAL_PERIOD", "0", "TEST.ENABLE", "False",
+                                     "SOLVER.BASE_LR", "0.0", "SOLVER.WARMUP_START_LR", "0.0",
+                                     "SOLVER.COSINE_END_LR", "0.0", "SOLVER.WEIGHT_DECAY", "0.0"))
+    report = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("Initialised from"))
+    new = next(line for line in report.splitlines() if line.startswith("new"))
+    unused = next(line for line in report.splitlines() if line.startswith("unused"))
+    assert "head (2)" in new and "norm (2)" in new  # the classifier's head and final norm start fresh
+    assert "decoder_pred (2)" in unused and "mask_token (1)" in unused
+    stats = read_json_stats(str(tmp_path / "ft" / "json_stats.log"))
+    assert [s["epoch"] for s in stats if s.get("_type") == "train_epoch"] == ["1/3", "2/3", "3/3"]  # epoch reset
+    tuned = final_weights(tmp_path / "ft")
+    for key in ("patch_embed.proj.weight", "blocks.0.attn.qkv.weight", "pos_embed_spatial"):
+        assert torch.equal(tuned[key], mae_state[key]), key  # lr 0: the encoder is exactly the MAE's
