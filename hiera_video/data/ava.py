@@ -39,6 +39,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from hiera_video.data.clip_dataset import load_with_replacement
 from hiera_video.data.loader import SampleKey
 from hiera_video.data.video_io import VideoDecodeError, open_video
 
@@ -52,8 +53,6 @@ VAL_SECOND_STEP = 4
 MIN_BOX_PIXELS = 1.0
 # Training crops drawn before accepting one that keeps no box.
 MAX_CROP_DRAWS = 10
-# Draws of a replacement keyframe before giving up on a training batch slot.
-MAX_REPLACEMENT_DRAWS = 50
 
 
 # ----------------------------------------------------------------------------------------------- box lists
@@ -391,27 +390,17 @@ class AvaDataset(Dataset):
                 "index": index, "metadata": (keyframe.video_id, keyframe.second)}
 
     def __getitem__(self, key: SampleKey | int) -> dict[str, Any]:
-        if not isinstance(key, SampleKey):
-            key = SampleKey(int(key), 0)
-        rng = np.random.default_rng(key.seed)
-        bad_files: list[str] = []
-        index = key.index
-        for _ in range(MAX_REPLACEMENT_DRAWS):
-            try:
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(key.seed)
-                    sample = self._load(index, rng)
-                break
-            except (VideoDecodeError, OSError) as exc:
-                keyframe = self.keyframes[index]
-                bad_files.append(f"{keyframe.video_id} at {keyframe.second} s: {exc}")
-                if not self.train:
-                    sample = self._unreadable(index)
-                    break
-                index = int(rng.integers(len(self)))
-        else:
-            raise RuntimeError(f"{self.name}: {MAX_REPLACEMENT_DRAWS} keyframes in a row failed to decode; last "
-                               "ones: " + "; ".join(bad_files[-3:]))
+        def describe(index: int) -> str:
+            keyframe = self.keyframes[index]
+            return f"{keyframe.video_id} at {keyframe.second} s"
+
+        def next_index(index: int, rng: np.random.Generator) -> int | None:
+            # Training draws another keyframe; evaluation keeps the keyframe, without boxes, so it is counted.
+            return int(rng.integers(len(self))) if self.train else None
+
+        sample, index, bad_files = load_with_replacement(key, self._load, describe, next_index, self.name)
+        if sample is None:
+            sample = self._unreadable(index)
         sample["bad_files"] = bad_files
         return sample
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -21,6 +21,38 @@ logger = logging.getLogger(__name__)
 
 # Draws of a replacement sample before giving up on a batch slot: far more than any healthy split needs.
 MAX_REPLACEMENT_DRAWS = 50
+
+
+T = TypeVar("T")
+
+
+def load_with_replacement(key: SampleKey | int, load: Callable[[int, np.random.Generator], T],
+                          describe: Callable[[int], str],
+                          next_index: Callable[[int, np.random.Generator], Optional[int]],
+                          name: str) -> tuple[Optional[T], int, list[str]]:
+    """Loads sample `key.index` with all randomness seeded by `key.seed`; a video that fails to decode is reported
+    (`describe(index): error`) and `next_index` chooses a replacement (None: give up and return None).
+
+    Returns (sample or None, the index actually loaded, the failures). Raises after MAX_REPLACEMENT_DRAWS failures.
+    """
+    if not isinstance(key, SampleKey):
+        key = SampleKey(int(key), 0)
+    rng = np.random.default_rng(key.seed)
+    bad_files: list[str] = []
+    index: Optional[int] = key.index
+    for _ in range(MAX_REPLACEMENT_DRAWS):
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(key.seed)
+                return load(index, rng), index, bad_files
+        except (VideoDecodeError, OSError) as exc:
+            bad_files.append(f"{describe(index)}: {exc}")
+            replacement = next_index(index, rng)
+            if replacement is None:
+                return None, index, bad_files
+            index = replacement
+    raise RuntimeError(f"{name}: {MAX_REPLACEMENT_DRAWS} videos in a row failed to decode; last ones: "
+                       + "; ".join(bad_files[-3:]))
 
 
 @dataclass(frozen=True)
@@ -72,23 +104,12 @@ class ClipDataset(Dataset):
         return torch.cat([self.transform(frames[torch.as_tensor(pos)]) for pos in positions])
 
     def __getitem__(self, key: SampleKey | int) -> dict:
-        if not isinstance(key, SampleKey):
-            key = SampleKey(int(key), 0)
-        rng = np.random.default_rng(key.seed)
-        bad_files: list[str] = []
-        index = key.index
-        for _ in range(MAX_REPLACEMENT_DRAWS):
-            try:
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(key.seed)
-                    clips = self._load(index, rng)
-                break
-            except (VideoDecodeError, OSError) as exc:
-                bad_files.append(f"{self.records[index].video_id}: {exc}")  # a frame list source is all its paths
-                index = int(rng.integers(len(self))) if self.replace_randomly else (index + 1) % len(self)
-        else:
-            raise RuntimeError(f"{self.name}: {MAX_REPLACEMENT_DRAWS} videos in a row failed to decode; last ones: "
-                               + "; ".join(bad_files[-3:]))
+        def next_index(index: int, rng: np.random.Generator) -> int:
+            return int(rng.integers(len(self))) if self.replace_randomly else (index + 1) % len(self)
+
+        clips, index, bad_files = load_with_replacement(
+            key, self._load, lambda i: self.records[i].video_id,  # a frame-list source would be all its paths
+            next_index, self.name)
         return {
             "video": clips,
             "view": torch.arange(clips.shape[0]),
