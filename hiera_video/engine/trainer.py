@@ -62,6 +62,7 @@ class Trainer:
         self.start_epoch, self.start_iter = 0, 0
         self.last_checkpoint = ""
         self.best: dict[str, float] = {}
+        self.reported_bad: set[str] = set()  # bad videos already named in the log (each is named once per run)
         self.tensorboard = TensorboardWriter(f"{cfg.OUTPUT_DIR}/{cfg.TENSORBOARD.LOG_DIR}",
                                              enabled=cfg.TENSORBOARD.ENABLE and ctx.is_main)
 
@@ -169,7 +170,7 @@ class Trainer:
             t_data = time.perf_counter() - t0
             stats = self._optimisation_step(model, micro_batches, epoch, step)
             for micro in micro_batches:
-                bad_files.update(self._report_bad(micro, bad_files))
+                bad_files.update(self._report_bad(micro))
             dt = time.perf_counter() - t0
             meters.update(dt=dt, dt_data=t_data, dt_net=dt - t_data, **stats)
             progress.update(1)
@@ -217,11 +218,13 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return totals
 
-    def _report_bad(self, batch: dict, known: set[str]) -> set[str]:
-        new = {entry for entry in batch.get("bad_files", []) if entry not in known}
-        for entry in sorted(new):
+    def _report_bad(self, batch: dict) -> set[str]:
+        """The batch's failed videos; names the ones not named before in the log."""
+        bad = set(batch.get("bad_files", []))
+        for entry in sorted(bad - self.reported_bad):
             logger.warning("Skipped a video that failed to decode: %s", entry)
-        return new
+        self.reported_bad |= bad
+        return bad
 
     def _check_bad_fraction(self, bad: int, total: int, split: str) -> None:
         if total and bad / total > self.cfg.DATA.MAX_BAD_FRACTION:
