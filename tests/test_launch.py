@@ -49,3 +49,13 @@ def test_indivisible_batch_names_the_fix(opts, tmp_path):
     out = run_net(*opts, "OUTPUT_DIR", str(tmp_path), "NUM_CPU_PROCS", "3")
     assert out.returncode != 0
     assert "TRAIN.BATCH_SIZE=4 is not divisible by 3 processes" in out.stderr
+
+
+def test_the_demo_quick_start_reaches_90_percent(tmp_path):
+    """The README's main command, as a user runs it (only the output and data folders moved into tmp)."""
+    data = str(tmp_path / "motion")
+    out = run_net("OUTPUT_DIR", str(tmp_path / "out"), "DATA.PATH_TO_DATA_DIR", data, "DATA.PATH_PREFIX", data)
+    assert out.returncode == 0, out.stderr[-3000:]
+    final = read_json_stats(str(tmp_path / "out" / "json_stats.log"))[-1]
+    assert final["split"] == "test_final" and final["num_videos"] == 40
+    assert final["top1_acc"] >= 90.0, final
