@@ -135,7 +135,7 @@ def _write(path, text):
 def test_box_lists_merge_boxes_into_multi_hot_actions_and_filter_detections(tmp_path):
     gt = _write(tmp_path / "gt.csv", "v,0902,0.1,0.2,0.5,0.9,1,0\nv,0902,0.1,0.2,0.5,0.9,3,0\n"
                                      "v,0902,0.6,0.2,0.9,0.9,80,1\nv,0901,0.1,0.1,0.2,0.2,1,0\n"
-                                     "v,1799,0.1,0.1,0.2,0.2,1,0\nw,0904,0.0,0.0,1.2,1.0,2,0\n")
+                                     "v,1799,0.1,0.1,0.2,0.2,1,0\nw,0904,-0.0004,0.0,1.0008,1.0,2,0\n")
     det = _write(tmp_path / "det.csv", "v,0902,0.1,0.2,0.5,0.9,,0.99\nv,0902,0.3,0.3,0.4,0.4,,0.95\n"
                                        "v,0902,0.3,0.3,0.45,0.45,,0.5\n")
     keyframes = read_box_lists([gt], [det], score_thresh=0.9, num_classes=80)
@@ -143,7 +143,7 @@ def test_box_lists_merge_boxes_into_multi_hot_actions_and_filter_detections(tmp_
     v = keyframes[0]
     assert v.boxes == pytest.approx(np.array([[0.1, 0.2, 0.5, 0.9], [0.6, 0.2, 0.9, 0.9], [0.3, 0.3, 0.4, 0.4]]))
     assert [list(np.flatnonzero(row) + 1) for row in v.labels] == [[1, 3], [80], []]  # the detection is a negative
-    assert keyframes[1].boxes.tolist() == [[0.0, 0.0, 1.0, 1.0]]  # clamped to the frame
+    assert keyframes[1].boxes.tolist() == [[0.0, 0.0, 1.0, 1.0]]  # rounding outside the frame is clamped
     every_4th = read_box_lists([gt], [], score_thresh=0.9, num_classes=80, second_step=4)
     assert [(k.video_id, k.second) for k in every_4th] == [("w", 904)]
 
@@ -152,7 +152,6 @@ def test_box_lists_merge_boxes_into_multi_hot_actions_and_filter_detections(tmp_
     ("v,0902,0.1,0.2,0.5\n", r"gt\.csv:2: expected video,second"),
     ("v,0902,0.1,x,0.5,0.9,1,0\n", r"gt\.csv:2: .*must be numbers"),
     ("v,0902,0.1,0.2,0.5,0.9,81,0\n", r"gt\.csv:2: action 81 is outside 1\.\.MODEL\.NUM_CLASSES=80"),
-    ("v,0902,0.5,0.2,0.1,0.9,1,0\n", r"gt\.csv:2: box .* x1 > x2"),
 ])
 def test_malformed_box_rows_name_file_and_line(tmp_path, row, message):
     gt = _write(tmp_path / "gt.csv", "v,0902,0.1,0.2,0.5,0.9,1,0\n" + row)
@@ -160,19 +159,56 @@ def test_malformed_box_rows_name_file_and_line(tmp_path, row, message):
         read_box_lists([gt], [], score_thresh=0.9, num_classes=80)
 
 
+def _warnings(caplog):
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_bad_boxes_are_reported_by_line_and_dropped(tmp_path, caplog):
+    """Out-of-frame, inverted and empty boxes are dropped with one warning per file and problem naming file:line;
+    a keyframe left without boxes disappears; rows that would not be used anyway are not reported."""
+    gt = _write(tmp_path / "gt.csv", "v,0902,0.1,0.2,0.5,0.9,1,0\n"
+                                     "v,0902,0.1,0.2,1.2,0.9,3,1\n"  # outside: dropped
+                                     "v,0902,0.5,0.2,0.1,0.9,3,2\n"  # inverted
+                                     "v,0903,0.3,0.2,0.3,0.9,1,0\n"  # zero width: its keyframe has no box left
+                                     "v,0904,0.1,nan,0.5,0.9,1,0\n"  # NaN
+                                     "v,0904,0.1,0.2,0.5,0.9,1,1\n")
+    det = _write(tmp_path / "det.csv", "v,0902,0.6,0.2,0.9,0.9,,0.95\n"
+                                       "v,0902,0.6,0.9,0.9,0.2,,0.95\n"  # inverted
+                                       "v,0902,0.6,0.9,0.9,0.2,,0.5\n")  # inverted but below the threshold
+    keyframes = read_box_lists([gt], [det], score_thresh=0.9, num_classes=80)
+    assert [(k.video_id, k.second, len(k.boxes)) for k in keyframes] == [("v", 902, 2), ("v", 904, 1)]
+    assert keyframes[0].boxes == pytest.approx(np.array([[0.1, 0.2, 0.5, 0.9], [0.6, 0.2, 0.9, 0.9]]))
+    outside, empty, det_empty = _warnings(caplog)
+    assert outside.startswith(f"{gt}: boxes with a coordinate outside [0, 1] (by more than 0.001) are dropped: "
+                              f"2 rows: {gt}:2 (x1,y1,x2,y2 = 0.1,0.2,1.2,0.9), {gt}:5 (x1,y1,x2,y2 = 0.1,nan,0.5,")
+    assert f"x2 <= x1 or y2 <= y1 are dropped: 2 rows: {gt}:3 " in empty and f"{gt}:4 " in empty
+    assert f"1 row: {det}:2 (x1,y1,x2,y2 = 0.6,0.9,0.9,0.2)" in det_empty
+
+
+def test_many_bad_boxes_make_one_warning_with_the_count(tmp_path, caplog):
+    rows = [f"v,{902 + i},0.1,0.2,0.5,0.9,1,0\nv,{902 + i},0.5,0.2,0.5,0.9,1,1\n" for i in range(40)]
+    gt = _write(tmp_path / "gt.csv", "".join(rows))
+    assert len(read_box_lists([gt], [], 0.9, 80)) == 40
+    (warning,) = _warnings(caplog)
+    assert ": 40 rows: " in warning and warning.count(f"{gt}:") == 1 + 5 and warning.endswith(", and 35 more")
+    assert f"{gt}:2 " in warning and f"{gt}:10 " in warning
+
+
 def test_missing_box_list_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere.csv"):
         read_box_lists([str(tmp_path / "nowhere.csv")], [], 0.9, 80)
 
 
-def test_frame_lists_order_frames_and_reject_gaps(tmp_path):
+def test_frame_lists_order_frames_and_report_gaps(tmp_path, caplog):
     good = _write(tmp_path / "l.csv", "original_vido_id video_id frame_id path labels\n"
                                       'a 0 1 a/a_000002.jpg ""\na 0 0 a/a_000001.jpg ""\nb 1 0 b/b_000001.jpg ""\n')
     lists = read_frame_lists([good])
     assert [p.decode() for p in lists["a"]] == ["a/a_000001.jpg", "a/a_000002.jpg"] and len(lists["b"]) == 1
+    assert not _warnings(caplog)
     gap = _write(tmp_path / "gap.csv", 'a 0 0 a/a_000001.jpg ""\na 0 2 a/a_000003.jpg ""\n')
-    with pytest.raises(ValueError, match="frame indices of video a"):
-        read_frame_lists([gap])
+    assert [p.decode() for p in read_frame_lists([gap])["a"]] == ["a/a_000001.jpg", "", "a/a_000003.jpg"]
+    (warning,) = _warnings(caplog)
+    assert "gap.csv" in warning and "a (1 of frames 0..2)" in warning
     bad = _write(tmp_path / "bad.csv", 'header line here x\na 0 zero a/a.jpg ""\n')
     with pytest.raises(ValueError, match=r"bad\.csv:2"):
         read_frame_lists([bad])
@@ -340,9 +376,42 @@ def test_keyframe_past_the_end_of_a_video_is_a_bad_file(tmp_path):
     assert "outside the video" in sample["bad_files"][0] and "FIRST_SECOND=898" in sample["bad_files"][0]
 
 
-def test_videos_missing_from_the_layout_are_skipped_with_a_warning(tmp_path, caplog):
-    opts = write_ava_dataset(str(tmp_path), "videos", num_train=2, num_val=1)
+def test_videos_missing_from_the_layout_are_left_out_of_training_and_bad_in_evaluation(tmp_path, caplog):
+    opts = write_ava_dataset(str(tmp_path), "videos", num_train=2, num_val=2)
     os.remove(tmp_path / "videos" / "train_1.mp4")
+    os.remove(tmp_path / "videos" / "val_1.mp4")
     dataset = build_ava(data_cfg(opts), "train")
     assert {k.video_id for k in dataset.keyframes} == {"train_0"}
-    assert "train_1" in caplog.text
+    assert "1 videos of the box lists (3 keyframes)" in caplog.text and "train_1" in caplog.text
+    test = build_ava(data_cfg(opts), "test")
+    assert len(test) == 6 and "counted as bad videos: val_1" in caplog.text
+    sample = test[3]
+    assert sample["metadata"] == ("val_1", 902) and len(sample["boxes"]) == 0
+    assert sample["bad_files"] == ["val_1 at 902 s: cannot decode video 'val_1': no file for this video in "
+                                   "AVA.VIDEO_DIR"]
+
+
+def _frame_path(root, video_id, frame_index):
+    return os.path.join(root, "frames", video_id, f"{video_id}_{frame_index + 1:06d}.jpg")
+
+
+def test_missing_frames_skip_only_the_keyframes_that_need_them(tmp_path):
+    """A deleted JPEG or a gap in the frame list makes the keyframes whose clips need that frame bad: training
+    replaces them, evaluation keeps them without boxes; the other keyframes of the video are read as usual."""
+    opts = write_ava_dataset(str(tmp_path), "frames", num_train=2, num_val=1)
+    # 4 frames 2 apart around frame (second - 901) * 30: second 903 needs frames 56, 58, 60 and 62.
+    os.remove(_frame_path(tmp_path, "train_0", 58))
+    val_list = tmp_path / "frame_lists" / "val.csv"
+    val_list.write_text("".join(line for line in val_list.read_text().splitlines(keepends=True)
+                                if not line.startswith("val_0 0 60 ")))
+    train = build_ava(data_cfg(opts), "train")
+    assert [(k.video_id, k.second) for k in train.keyframes[:3]] == [("train_0", s) for s in SECONDS]
+    bad = train[SampleKey(1, 0)]
+    assert len(bad["bad_files"]) == 1 and bad["bad_files"][0].startswith("train_0 at 903 s: ")
+    assert "train_0_000059.jpg" in bad["bad_files"][0] and bad["index"] != 1 and len(bad["boxes"])
+    assert train[SampleKey(0, 0)]["bad_files"] == [] and train[SampleKey(2, 0)]["bad_files"] == []
+    test = build_ava(data_cfg(opts), "test")
+    gap = test[1]
+    assert gap["metadata"] == ("val_0", 903) and len(gap["boxes"]) == 0
+    assert "frames [60] of the clip around second 903 are missing from the frame list" in gap["bad_files"][0]
+    assert test[0]["bad_files"] == [] and len(test[0]["boxes"]) == 2 and test[2]["bad_files"] == []

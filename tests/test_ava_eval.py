@@ -291,6 +291,8 @@ def _reference_frame_map(paths: dict[str, str]) -> tuple[float, dict[int, float]
         kept, evaluated = {}, set()
         with open(path) as f:
             for row in csv.reader(f):
+                if not row:
+                    continue  # a blank line
                 evaluated.add(key(row[0], row[1]))
                 if len(row) == 2 or int(row[6]) not in names:
                     continue
@@ -467,13 +469,114 @@ def test_malformed_detection_row_names_file_and_line(tmp_path, bad_row, message)
         ava.read_detections(det, {1})
 
 
-def test_header_row_and_inverted_ground_truth_box_are_reported(tmp_path):
+def test_header_row_is_reported(tmp_path):
     header = _write(tmp_path / "gt.csv", "video_id,timestamp,x1,y1,x2,y2,action_id,person_id\n")
     with pytest.raises(ava.AvaFormatError, match=r"gt\.csv:1: timestamp 'timestamp' is not a number"):
         ava.read_groundtruth(header, {1})
-    inverted = _write(tmp_path / "gt2.csv", "v,0902,0.1,0.1,0.5,0.5,1,0\n\nv,0903,0.6,0.1,0.5,0.5,1,0\n")
-    with pytest.raises(ava.AvaFormatError, match=r"gt2\.csv:3: ground-truth box has x1 > x2 or y1 > y2"):
-        ava.read_groundtruth(inverted, {1})
+
+
+# ------------------------------------------------------------------------------------------------- bad boxes
+
+
+def _warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == ava.__name__ and r.levelname == "WARNING"]
+
+
+def _as_two_column_rows(text: str, bad_lines) -> str:
+    """The file with the given (1-based) lines reduced to `video,timestamp`: the keyframe stays evaluated."""
+    lines = text.splitlines(keepends=True)
+    for number in bad_lines:
+        lines[number - 1] = ",".join(lines[number - 1].split(",")[:2]) + "\n"
+    return "".join(lines)
+
+
+def test_bad_ground_truth_boxes_are_reported_by_line_and_dropped(tmp_path, caplog):
+    """Inverted, NaN and out-of-frame ground-truth boxes are dropped with one warning per kind naming file:line;
+    the result is the official one (the slow reference) on the file without their boxes. An empty box is kept
+    and counted, as the official evaluator counts it."""
+    gt_text = ("v,0902,0.1,0.1,0.5,0.5,1,0\n"
+               "v,0902,0.6,0.1,0.5,0.5,1,1\n"  # inverted
+               "\n"
+               "v,0903,0.1,0.1,0.5,0.5,1,0\n"
+               "v,0903,0.1,nan,0.5,0.5,1,1\n"  # NaN
+               "v,0904,0.1,0.1,0.5,1.2,1,0\n"  # outside [0, 1]: the only box of its keyframe
+               "v,0905,0.3,0.3,0.3,0.6,1,0\n")  # empty: kept
+    det = _write(tmp_path / "det.csv", "v,0902,0.1,0.1,0.5,0.5,1,0.9\nv,0903,0.1,0.1,0.5,0.5,1,0.8\n"
+                                       "v,0904,0.1,0.1,0.5,0.5,1,0.7\nv,0905,0.3,0.3,0.31,0.6,1,0.6\n")
+    labelmap = _write(tmp_path / "labelmap.pbtxt", _items_labelmap([1]))
+    gt = _write(tmp_path / "gt.csv", gt_text)
+    result = ava.evaluate_files(gt, det, labelmap)
+    warnings = _warnings(caplog)
+    assert len(warnings) == 3, warnings
+    assert f"x2 < x1 or y2 < y1 (or a NaN) are dropped: 2 rows: {gt}:2 (x1,y1,x2,y2 = 0.6,0.1,0.5,0.5), {gt}:5 " \
+           "(x1,y1,x2,y2 = 0.1,nan,0.5,0.5)" in warnings[0]
+    assert f"outside [0, 1] are dropped: 1 row: {gt}:6 (x1,y1,x2,y2 = 0.1,0.1,0.5,1.2)" in warnings[1]
+    assert "x2 == x1 or y2 == y1 are kept" in warnings[2] and f"{gt}:7" in warnings[2]
+    # 3 instances (the empty one is never found): 0.9 and 0.8 hit, 0.7 on 0904 (no box left) and 0.6 miss.
+    assert result.per_class[1]["num_gt"] == 3 and result.map == pytest.approx(2 / 3, abs=1e-12)
+    clean = {"groundtruth": _write(tmp_path / "clean.csv", _as_two_column_rows(gt_text, [2, 5, 6])),
+             "detections": det, "labelmap": labelmap}
+    assert result.map == pytest.approx(_reference_frame_map(clean)[0], abs=1e-12)
+    assert ava.evaluate_files(clean["groundtruth"], det, labelmap) == result
+
+
+@pytest.mark.parametrize("reading", ["whole", "chunks of 64 characters", "csv module"])
+def test_official_numbers_hold_when_bad_ground_truth_rows_are_added(tmp_path, monkeypatch, caplog, reading):
+    """Bad rows added to keyframes of a recorded case are dropped, so the official numbers stand; many of them
+    make one warning with the count and the first locations, the same however the file is read."""
+    options, _, expected_map, expected_ap = OFFICIAL_CASES["ava60_distinct_scores"]
+    paths = _random_case(tmp_path, **options)
+    with open(paths["groundtruth"]) as f:
+        rows = f.read().splitlines()
+    boxed = [row for row in rows if row.count(",") >= 6 and int(row.split(",")[6]) in AVA_EVAL_IDS]
+    rng = random.Random(0)
+    bad_lines = []
+    for i in range(12):  # inverted x, inverted y, out of the frame, in turn
+        video, second, x1, y1, x2, y2, label, *rest = rng.choice(boxed).split(",")
+        box = [(x2, y1, x1, y2), (x1, "0.9", x2, "0.1"), (x1, y1, "1.5", y2)][i % 3]
+        position = rng.randrange(len(rows) + 1)
+        rows.insert(position, ",".join([video, second, *box, label, *rest]))
+        bad_lines = [n + (n > position) for n in bad_lines] + [position + 1]
+    text = "\n".join(rows) + "\n"
+    if reading == "csv module":
+        text = '"' + text.replace(",", '",', 1)
+    elif reading == "chunks of 64 characters":
+        monkeypatch.setattr(ava, "_CHUNK_CHARS", 64)
+    gt = _write(tmp_path / "bad_gt.csv", text)
+    result = ava.evaluate_files(gt, paths["detections"], paths["labelmap"], paths["exclusions"])
+    assert {c: e["ap"] for c, e in result.per_class.items() if e["ap"] is not None} == \
+        pytest.approx(expected_ap, abs=1e-9)
+    assert result.map == pytest.approx(expected_map, abs=1e-9)
+    messages = [message for message in _warnings(caplog) if message.startswith(gt)]
+    inverted, outside = sorted(messages, key=lambda message: "outside" in message)
+    first = sorted(n for i, n in enumerate(bad_lines) if i % 3 != 2)[:5]
+    assert ": 8 rows: " in inverted and inverted.endswith(", and 3 more")
+    assert [int(part.split(" ")[0]) for part in inverted.split(f"{gt}:")[2:]] == first
+    assert ": 4 rows: " in outside and outside.count(f"{gt}:") == 1 + 4
+
+
+def test_bad_detection_boxes_are_reported_and_scored_like_the_official_evaluator(tmp_path, caplog):
+    """Invalid detection boxes (x2 <= x1, y2 <= y1, NaN) are dropped after the cap and out-of-frame ones scored on
+    their raw values, as the official evaluator does (the slow reference); both are reported by line."""
+    gt = "v,0902,0.5,0.5,1.0,1.0,1,0\nv,0902,0.1,0.1,0.3,0.3,3,1\n"
+    det = ("v,0902,0.5,0.5,1.05,1.0,1,0.9\n"  # outside [0, 1], IoU 0.91 with the class-1 box: a hit
+           "v,0902,0.3,0.1,0.1,0.3,3,0.95\n"  # inverted: dropped (else a hit on the class-3 box)
+           "v,0902,0.1,0.1,0.3,0.1,3,0.93\n"  # zero height
+           "v,0902,0.1,0.1,nan,0.3,3,0.92\n"
+           "v,0902,0.1,0.1,0.3,0.3,3,0.2\n"
+           "v,0902,0.6,0.6,0.9,0.9,3,0.5\n")
+    labelmap = _items_labelmap([1, 3])
+    result = _evaluate(tmp_path, labelmap, gt, det)
+    paths = {"groundtruth": str(tmp_path / "gt.csv"), "detections": str(tmp_path / "det.csv"),
+             "labelmap": str(tmp_path / "labelmap.pbtxt")}
+    expected_map, expected_ap = _reference_frame_map(paths)
+    assert result.per_class[1]["ap"] == 1.0 and result.per_class[3]["ap"] == 0.5
+    assert result.map == pytest.approx(expected_map, abs=1e-12) and expected_ap == {1: 1.0, 3: 0.5}
+    invalid, outside = _warnings(caplog)
+    det_path = paths["detections"]
+    assert "dropped after the per-keyframe cap" in invalid and ": 3 rows: " in invalid
+    assert [f"{det_path}:{n} " in invalid for n in (2, 3, 4)] == [True] * 3
+    assert "scored as they are" in outside and f"1 row: {det_path}:1 (x1,y1,x2,y2 = 0.5,0.5,1.05,1)" in outside
 
 
 def test_labelmap_without_ids_names_the_file(tmp_path):
@@ -516,6 +619,15 @@ def test_cli_reports_bad_input_with_exit_status_2(tmp_path):
     done = _run_cli("-g", gt, "-d", det, "-l", labelmap)
     assert done.returncode == 2 and "det.csv:1: expected 2, 7 or 8" in done.stderr
     assert _run_cli("-g", str(tmp_path / "missing.csv"), "-d", det, "-l", labelmap).returncode == 2
+
+
+def test_cli_warns_about_bad_boxes_and_still_scores(tmp_path):
+    labelmap = _write(tmp_path / "labelmap.pbtxt", _items_labelmap([1]))
+    gt = _write(tmp_path / "gt.csv", "v,0902,0.1,0.1,0.5,0.5,1,0\nv,0902,0.5,0.1,0.1,0.5,1,1\n")
+    det = _write(tmp_path / "det.csv", "v,0902,0.1,0.1,0.5,0.5,1,0.9\n")
+    done = _run_cli("-g", gt, "-d", det, "-l", labelmap)
+    assert done.returncode == 0, done.stderr
+    assert f"{gt}:2 (x1,y1,x2,y2 = 0.5,0.1,0.1,0.5)" in done.stderr and "mAP@0.5IoU: 1.0000" in done.stdout
 
 
 def test_cli_does_not_import_torch(tmp_path):

@@ -228,3 +228,43 @@ def test_visualize_ava_draws_boxes_on_keyframes(tmp_path):
     orange = sum(1 for pixel in image.getdata() if pixel == (255, 140, 0))
     green = sum(1 for pixel in image.getdata() if pixel == (40, 220, 40))
     assert orange > 2 * (0.3 * 540 + 0.8 * 360) and green > 0  # the detection's outline (and its labels)
+
+
+def test_bad_boxes_and_missing_frames_are_skipped_and_counted_in_the_stats(tmp_path, single_process):
+    """Training and evaluation run through box lists with bad boxes (each reported by file:line in the log) and
+    frame folders with missing frames; every keyframe that cannot be read is counted in json_stats' bad_videos."""
+    root = tmp_path / "ava"
+    data = write_ava_dataset(str(root), "frames", num_train=2, num_val=2)
+    annotations = root / "annotations"
+    train_gt = annotations / "ava_train_v2.2.csv"
+    num_lines = len(train_gt.read_text().splitlines())
+    with open(train_gt, "a") as f:
+        f.write("train_0,0902,0.500,0.100,0.200,0.900,1,7\ntrain_1,0903,0.100,0.100,1.400,0.900,3,8\n")
+    with open(annotations / "ava_val_predicted_boxes.csv", "a") as f:
+        f.write("val_0,0904,0.200,0.900,0.400,0.100,,0.990\n")
+    # Clips are 4 frames 2 apart around frame (second - 901) * 30.
+    os.remove(root / "frames" / "train_0" / "train_0_000059.jpg")  # frame 58: train_0 at 903 s
+    os.remove(root / "frames" / "val_0" / "val_0_000031.jpg")  # frame 30: val_0 at 902 s
+    val_list = root / "frame_lists" / "val.csv"
+    val_list.write_text("".join(line for line in val_list.read_text().splitlines(keepends=True)
+                                if not line.startswith("val_1 1 90 ")))  # a gap: val_1 at 904 s
+    out = tmp_path / "out"
+    cfg = detection_cfg(data, out, "SOLVER.MAX_EPOCH", "1", "SOLVER.WARMUP_EPOCHS", "0.0", "TRAIN.BATCH_SIZE", "2",
+                        "TRAIN.EVAL_PERIOD", "1", "DATA.MAX_BAD_FRACTION", "0.5")
+    results = run(single_process, cfg)
+
+    stats = read_json_stats(str(out / "json_stats.log"))
+    (train_epoch,) = [s for s in stats if s.get("_type") == "train_epoch"]
+    (val_epoch,) = [s for s in stats if s.get("_type") == "val_epoch"]
+    (test_final,) = [s for s in stats if s.get("split") == "test_final"]
+    assert train_epoch["bad_videos"] == 1  # train_0 at 903 s, replaced by another keyframe
+    assert val_epoch["bad_videos"] == 1 and val_epoch["num_keyframes"] == 2  # second 904 only: val_1's gap
+    assert test_final["bad_videos"] == 2 and test_final["num_keyframes"] == 6 and results["bad_videos"] == 2
+    with open(out / "detections.csv") as f:
+        scored = {(row[0], row[1]) for row in csv.reader(f)}
+    assert ("val_0", "0902") not in scored and ("val_1", "0904") not in scored and len(scored) == 4
+    assert results["map"] == ava_eval_cli(cfg, str(out / "detections.csv"), str(tmp_path / "cli.json"))["mAP"]
+    log = (out / "stdout.log").read_text()
+    assert f"{train_gt}:{num_lines + 1} (x1,y1,x2,y2 = 0.500,0.100,0.200,0.900)" in log
+    assert f"{train_gt}:{num_lines + 2} (x1,y1,x2,y2 = 0.100,0.100,1.400,0.900)" in log
+    assert f"{annotations / 'ava_val_predicted_boxes.csv'}:" in log and "val_1 (1 of frames 0..119)" in log

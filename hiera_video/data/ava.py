@@ -10,6 +10,12 @@ Layout (paths in the AVA config group, names relative to AVA.ANNOTATION_DIR):
   when score >= AVA.DETECTION_SCORE_THRESH; an empty action marks a person doing nothing annotated). Coordinates
   are normalised to [0, 1]; actions are 1..MODEL.NUM_CLASSES (80).
 
+Bad input: a malformed row stops with an error naming file and line. A box with a coordinate outside [0, 1] by more
+than BOX_TOLERANCE, or with x2 <= x1 or y2 <= y1, is dropped and reported (one warning per file and problem with
+the count and the first file:line locations). A keyframe whose frames cannot be read (a missing or broken file or
+JPEG, a gap in the frame list, a keyframe outside its video, a video missing from the layout in evaluation) is
+skipped and counted as a bad video: training draws another keyframe, evaluation keeps it without boxes.
+
 Time: AVA timestamps are seconds of the original movie (keyframes 902..1798, one per second). Frame 0 of a video
 or frame folder is shown at AVA.FIRST_SECOND (900 for the standard 15-minute cuts, 0 for uncut movies), so the
 keyframe of second s is frame round((s - FIRST_SECOND) * fps). A clip is DATA.NUM_FRAMES frames DATA.SAMPLING_RATE
@@ -42,6 +48,7 @@ from torchvision.transforms import v2
 from hiera_video.data.clip_dataset import load_with_replacement
 from hiera_video.data.loader import SampleKey
 from hiera_video.data.video_io import VideoDecodeError, open_video
+from hiera_video.evaluation.ava import BadRowReport
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +60,11 @@ VAL_SECOND_STEP = 4
 MIN_BOX_PIXELS = 1.0
 # Training crops drawn before accepting one that keeps no box.
 MAX_CROP_DRAWS = 10
+# Box coordinates this little outside [0, 1] are rounding (box lists have 3 decimals) and are clamped; boxes
+# farther out are dropped.
+BOX_TOLERANCE = 1e-3
+_OUTSIDE = f"boxes with a coordinate outside [0, 1] (by more than {BOX_TOLERANCE:g}) are dropped"
+_EMPTY = "boxes with x2 <= x1 or y2 <= y1 are dropped"
 
 
 # ----------------------------------------------------------------------------------------------- box lists
@@ -77,15 +89,23 @@ def _parse_box_row(row: list[str], where: str, has_score: bool) -> tuple[str, in
                          f"got {len(row)} columns: {','.join(row)!r}")
     try:
         second = int(row[1])
-        box = tuple(min(max(float(v), 0.0), 1.0) for v in row[2:6])
+        box = tuple(float(v) for v in row[2:6])
         action = int(row[6]) if row[6].strip() else -1
         score = float(row[7]) if has_score else 1.0
     except ValueError:
         raise ValueError(f"{where}: second, coordinates, action and score must be numbers, got "
                          f"{','.join(row)!r}") from None
-    if box[0] > box[2] or box[1] > box[3]:
-        raise ValueError(f"{where}: box {box} has x1 > x2 or y1 > y2")
     return row[0], second, box, action, score
+
+
+def _usable_box(box: tuple[float, ...]) -> tuple[tuple[float, ...] | None, str]:
+    """(the box clamped to [0, 1], "") if it is usable, else (None, the problem)."""
+    if not all(-BOX_TOLERANCE <= v <= 1.0 + BOX_TOLERANCE for v in box):  # NaN too
+        return None, _OUTSIDE
+    x1, y1, x2, y2 = (min(max(v, 0.0), 1.0) for v in box)
+    if x2 <= x1 or y2 <= y1:
+        return None, _EMPTY
+    return (x1, y1, x2, y2), ""
 
 
 def read_box_lists(groundtruth: Sequence[str], detected: Sequence[str], score_thresh: float, num_classes: int,
@@ -93,27 +113,36 @@ def read_box_lists(groundtruth: Sequence[str], detected: Sequence[str], score_th
     """Keyframes of the listed box files: boxes merged by coordinates, their actions made multi-hot.
 
     Detected boxes scoring below `score_thresh` are dropped; keyframes outside seconds 902..1798, or whose second
-    is not a multiple of `second_step`, are left out. Keyframes come sorted by (video, second).
+    is not a multiple of `second_step`, are left out. Boxes within BOX_TOLERANCE of [0, 1] are clamped to it;
+    others outside it, or with x2 <= x1 or y2 <= y1, are dropped with one warning per file and problem (count and
+    first file:line locations). Malformed rows raise ValueError naming file and line. Keyframes come sorted by
+    (video, second).
     """
     by_keyframe: dict[tuple[str, int], dict[tuple[float, ...], set[int]]] = {}
     for path, is_groundtruth in [(p, True) for p in groundtruth] + [(p, False) for p in detected]:
         if not g_pathmgr.isfile(path):
             raise FileNotFoundError(f"AVA box list not found: {path}")
+        report = BadRowReport(path)
         with g_pathmgr.open(path, "r") as f:
             for line_number, row in enumerate(csv.reader(f), start=1):
                 if not row:
                     continue
-                video_id, second, box, action, score = _parse_box_row(row, f"{path}:{line_number}",
-                                                                      has_score=not is_groundtruth)
+                video_id, second, raw_box, action, score = _parse_box_row(row, f"{path}:{line_number}",
+                                                                          has_score=not is_groundtruth)
                 if action != -1 and not 1 <= action <= num_classes:
                     raise ValueError(f"{path}:{line_number}: action {action} is outside 1..MODEL.NUM_CLASSES="
                                      f"{num_classes}")
                 if (not is_groundtruth and score < score_thresh) or second % second_step \
                         or not FIRST_KEYFRAME_SECOND <= second <= LAST_KEYFRAME_SECOND:
                     continue
+                box, problem = _usable_box(raw_box)
+                if box is None:
+                    report.add(problem, 1, [(line_number, "x1,y1,x2,y2 = " + ",".join(row[2:6]))])
+                    continue
                 actions = by_keyframe.setdefault((video_id, second), {}).setdefault(box, set())
                 if action > 0:
                     actions.add(action)
+        report.log(logger)
     keyframes = []
     for (video_id, second), boxes in sorted(by_keyframe.items()):
         labels = np.zeros((len(boxes), num_classes), dtype=np.uint8)
@@ -147,7 +176,10 @@ def keyframe_clip_indices(second: float, first_second: float, fps: float, video_
 
 def read_frame_lists(paths: Sequence[str]) -> dict[str, np.ndarray]:
     """Video id -> frame paths (relative to AVA.FRAME_DIR, as bytes, ordered by frame index) from PySlowFast frame
-    lists. Bytes arrays keep the millions of paths of a split compact and shareable with data workers."""
+    lists. Bytes arrays keep the millions of paths of a split compact and shareable with data workers.
+
+    Frames missing from a list (gaps in its frame indices) are empty paths, reported in one warning; clips that
+    need them fail to read (AvaVideos.read_clip), so only their keyframes are skipped."""
     frames: dict[str, dict[int, str]] = {}
     for path in paths:
         if not g_pathmgr.isfile(path):
@@ -161,12 +193,16 @@ def read_frame_lists(paths: Sequence[str]) -> dict[str, np.ndarray]:
                     raise ValueError(f"{path}:{line_number}: expected 'original_video_id video_idx frame_idx path "
                                      f"labels', got {line.strip()!r}")
                 frames.setdefault(row[0], {})[int(row[2])] = row[3]
-    lists = {}
+    lists, gaps = {}, []
     for video_id, by_index in frames.items():
-        if sorted(by_index) != list(range(len(by_index))):
-            raise ValueError(f"{', '.join(paths)}: the frame indices of video {video_id} are not "
-                             f"0..{len(by_index) - 1}")
-        lists[video_id] = np.array([by_index[i].encode() for i in range(len(by_index))])
+        num_frames = max(by_index) + 1
+        if len(by_index) < num_frames:
+            gaps.append(f"{video_id} ({num_frames - len(by_index)} of frames 0..{num_frames - 1})")
+        lists[video_id] = np.array([by_index.get(i, "").encode() for i in range(num_frames)])
+    if gaps:
+        logger.warning("AVA frame lists %s: %d videos miss frames: %s%s; keyframes whose clips need them are skipped "
+                       "as bad videos", ", ".join(paths), len(gaps), ", ".join(gaps[:5]),
+                       " ..." if len(gaps) > 5 else "")
     return lists
 
 
@@ -222,14 +258,20 @@ class AvaVideos:
         """The file or frame folder of `video_id`, for messages."""
         if self.files is not None:
             return self.files[video_id]
-        return os.path.join(self.frame_dir, os.path.dirname(self.frame_lists[video_id][0].decode()))
+        first_frame = next(name for name in self.frame_lists[video_id] if name)
+        return os.path.join(self.frame_dir, os.path.dirname(first_frame.decode()))
 
     def read_clip(self, video_id: str, second: float, num_frames: int, sampling_rate: int,
                   target_fps: float) -> torch.Tensor:
         """uint8 frames [num_frames, H, W, 3] of the clip centred on the keyframe of `second`.
 
-        Raises VideoDecodeError naming the file (or folder) when it cannot be read or the keyframe lies outside it.
+        Raises VideoDecodeError naming the file (or folder) when it cannot be read, a frame it needs is missing or
+        the keyframe lies outside it (or naming the video when the layout does not have it).
         """
+        if video_id not in (self.files if self.files is not None else self.frame_lists):
+            raise VideoDecodeError(video_id, "no file for this video in AVA.VIDEO_DIR" if self.files is not None
+                                   else "the frame lists do not list this video")
+
         def indices_for(fps: float, video_len: int) -> np.ndarray:
             try:
                 return keyframe_clip_indices(second, self.first_second, fps, video_len, num_frames, sampling_rate,
@@ -242,6 +284,10 @@ class AvaVideos:
                 return reader.get_frames(indices_for(reader.fps, reader.num_frames).tolist())
         names = self.frame_lists[video_id]
         unique, inverse = np.unique(indices_for(self.frame_rate, len(names)), return_inverse=True)
+        missing = unique[names[unique] == b""]
+        if len(missing):
+            raise VideoDecodeError(self.source(video_id), f"frames {missing.tolist()} of the clip around second "
+                                   f"{second:g} are missing from the frame list")
         paths = [os.path.join(self.frame_dir, names[i].decode()) for i in unique]
         with open_video(paths, frames_fps=self.frame_rate) as reader:
             return reader.get_frames(np.arange(len(paths)).tolist())[torch.from_numpy(inverse.reshape(-1))]
@@ -420,10 +466,15 @@ def build_ava(cfg: CfgNode, split: str) -> AvaDataset:
     available = videos.video_ids()
     missing = sorted({k.video_id for k in keyframes} - available)
     if missing:
-        logger.warning("AVA %s: %d videos of the box lists have no %s and are skipped: %s%s", split, len(missing),
+        # Training on the videos one has is legitimate: their keyframes are left out, and not counted against
+        # DATA.MAX_BAD_FRACTION. Evaluation keeps them, so each is counted as a bad video (and gets no detections).
+        logger.warning("AVA %s: %d videos of the box lists (%d keyframes) have no %s and are %s: %s%s", split,
+                       len(missing), sum(k.video_id not in available for k in keyframes),
                        "file in AVA.VIDEO_DIR" if ava.VIDEO_DIR else "frames in the frame lists",
-                       ", ".join(missing[:5]), " ..." if len(missing) > 5 else "")
-        keyframes = [k for k in keyframes if k.video_id in available]
+                       "left out" if train else "counted as bad videos", ", ".join(missing[:5]),
+                       " ..." if len(missing) > 5 else "")
+        if train:
+            keyframes = [k for k in keyframes if k.video_id in available]
     return AvaDataset(keyframes, videos, build_box_transform(cfg, train), train=train,
                       num_frames=cfg.DATA.NUM_FRAMES, sampling_rate=cfg.DATA.SAMPLING_RATE,
                       target_fps=cfg.DATA.TARGET_FPS, crop_size=cfg.DATA.TRAIN_CROP_SIZE if train else

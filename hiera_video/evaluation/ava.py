@@ -18,6 +18,14 @@ Mirrors activitynet/ActivityNet `Evaluation/get_ava_performance.py` (HEAD) and t
   scores come out the same); the mAP is the NaN-mean over class slots 1..max(id), i.e. over classes with ground
   truth (AP 0 without detections).
 
+Bad boxes never stop an evaluation; each kind is logged as one warning per file with the count and the first
+`file:line` locations (BadRowReport). Ground-truth boxes with x2 < x1 or y2 < y1, a NaN or a coordinate outside
+[0, 1] are dropped: the result is the official one on the file without those rows (their keyframe stays evaluated,
+as for a row of a class outside the label map). Everything else keeps the official semantics, so the result
+equals the official one: empty ground-truth boxes (x2 == x1 or y2 == y1) count as instances no detection can
+match; detection boxes with x2 <= x1 or y2 <= y1 are dropped after the cap (they still take cap slots) and ones
+outside [0, 1] are scored as they are.
+
 Reading is the expensive part (pandas is not a dependency): well-formed chunks go through numpy's C `loadtxt`;
 anything else (2-column rows, quotes, bad values) is re-read with the `csv` module, which also names the file and
 line of an error. When each keyframe's rows are contiguous (as evaluators write them) only the kept rows are held,
@@ -30,8 +38,9 @@ import decimal
 import heapq
 import io
 import json
+import logging
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from iopath.common.file_io import g_pathmgr
@@ -42,6 +51,7 @@ __all__ = [
     "AvaBoxes",
     "AvaFormatError",
     "AvaResult",
+    "BadRowReport",
     "DETECTIONS_PER_KEYFRAME",
     "IOU_THRESHOLD",
     "evaluate_files",
@@ -57,6 +67,9 @@ __all__ = [
 IOU_THRESHOLD = 0.5
 DETECTIONS_PER_KEYFRAME = 50  # the official cap, across classes
 _CHUNK_CHARS = 1 << 22  # text parsed at once (~80k rows); larger pieces spend more time in page faults
+_LOCATIONS_SHOWN = 5  # file:line locations a bad-row warning names; the rest are counted
+
+logger = logging.getLogger(__name__)
 
 
 class AvaFormatError(ValueError):
@@ -92,6 +105,35 @@ class AvaResult:
             "mAP": None if np.isnan(self.map) else self.map,
             "per_class": {str(class_id): dict(entry) for class_id, entry in self.per_class.items()},
         }
+
+
+class BadRowReport:
+    """Rows of one file with unusable values, logged as one warning per problem: the count and the first few
+    `file:line` locations (a box list can have thousands of bad rows; a warning each would bury the log)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._counts: dict[str, int] = {}
+        self._locations: dict[str, list[str]] = {}
+
+    def needs_locations(self, problem: str) -> bool:
+        """Whether the warning for `problem` still has room for locations."""
+        return len(self._locations.get(problem, ())) < _LOCATIONS_SHOWN
+
+    def add(self, problem: str, count: int, locations: Sequence[tuple[int, str]] = ()) -> None:
+        """Count `count` more rows with `problem`; `locations` are (line number, what is wrong) of the first of
+        them, in file order."""
+        self._counts[problem] = self._counts.get(problem, 0) + count
+        shown = self._locations.setdefault(problem, [])
+        shown.extend(f"{self.path}:{line} ({detail})" for line, detail in locations[:_LOCATIONS_SHOWN - len(shown)])
+
+    def log(self, log: logging.Logger) -> None:
+        """One warning per problem: `<path>: <problem>: <count> row(s): <locations>[, and N more]`."""
+        for problem, count in self._counts.items():
+            shown = self._locations[problem]
+            more = f", and {count - len(shown)} more" if count > len(shown) else ""
+            log.warning("%s: %s: %d row%s: %s%s", self.path, problem, count, "" if count == 1 else "s",
+                        ", ".join(shown), more)
 
 
 # ----------------------------------------------------------------------------------------------- label map
@@ -215,7 +257,8 @@ def _fast_dtype(num_columns: int) -> np.dtype:
     return np.dtype(fields if num_columns == 8 else fields[:-1])
 
 
-def _parse_fast(text: str, whitelist: np.ndarray, groundtruth: bool, index: _KeyframeIndex) -> _Rows | None:
+def _parse_fast(text: str, first_line: int, whitelist: np.ndarray, groundtruth: bool, index: _KeyframeIndex,
+                report: BadRowReport) -> _Rows | None:
     """Parse a chunk of uniform 7- or 8-column rows with numpy's reader; None if it needs the csv module."""
     start = 0
     while text.startswith("\n", start):
@@ -235,7 +278,7 @@ def _parse_fast(text: str, whitelist: np.ndarray, groundtruth: bool, index: _Key
     keep = np.isin(labels, whitelist)
     scores = rows["score"][keep] if num_columns == 8 else np.ones(int(keep.sum()))
     boxes = rows["box"][keep][:, [1, 0, 3, 2]]  # x1, y1, x2, y2 -> y1, x1, y2, x2
-    if np.isnan(scores).any() or (groundtruth and ((boxes[:, 0] > boxes[:, 2]) | (boxes[:, 1] > boxes[:, 3])).any()):
+    if np.isnan(scores).any():
         return None  # the csv module path names the line
     new_run = np.ones(len(rows), dtype=bool)  # consecutive rows of one keyframe are looked up once
     key_words = raw[:, :48].view(np.uint64)  # video_id and timestamp bytes
@@ -248,17 +291,25 @@ def _parse_fast(text: str, whitelist: np.ndarray, groundtruth: bool, index: _Key
     except ValueError:
         return None
     keyframe = np.repeat(np.array(run_keyframes, dtype=np.int64), np.diff(np.append(run_starts, len(rows))))
-    return _Rows(keyframe[keep], boxes, labels[keep], scores)
+
+    def line_numbers(kept_rows: np.ndarray) -> list[int]:
+        # numpy's reader skips empty lines (and refuses blank ones): row i is the i-th non-empty line.
+        non_empty = [number for number, line in enumerate(text.split("\n"), start=first_line) if line]
+        return [non_empty[row] for row in np.flatnonzero(keep)[kept_rows].tolist()]
+
+    return _screen_boxes(_Rows(keyframe[keep], boxes, labels[keep], scores), groundtruth, report, line_numbers)
 
 
 def _parse_slow(path: str, text: str, first_line: int, whitelist: set[int], groundtruth: bool,
-                index: _KeyframeIndex) -> _Rows:
+                index: _KeyframeIndex, report: BadRowReport) -> _Rows:
     """Parse a chunk with the csv module like the official reader, raising AvaFormatError at the first bad line."""
     score_name = "person_id" if groundtruth else "score"
     out: list[tuple] = []
+    out_lines: list[int] = []
     reader = csv.reader(io.StringIO(text))
     for row in reader:
-        where = f"{path}:{first_line + reader.line_num - 1}"
+        line_number = first_line + reader.line_num - 1
+        where = f"{path}:{line_number}"
         if not row:
             continue  # blank line (the official reader would stop with an assertion error)
         if len(row) not in (2, 7, 8):
@@ -287,24 +338,69 @@ def _parse_slow(path: str, text: str, first_line: int, whitelist: set[int], grou
             raise AvaFormatError(f"{where}: {score_name} must be a number, got {row[7]!r}") from None
         if score != score:
             raise AvaFormatError(f"{where}: {score_name} is NaN")
-        if groundtruth and (y1 > y2 or x1 > x2):
-            raise AvaFormatError(f"{where}: ground-truth box has x1 > x2 or y1 > y2: {row[2:6]!r}")
         out.append((keyframe, y1, x1, y2, x2, label, score))
+        out_lines.append(line_number)
     if not out:
         return _Rows.concatenate([])
     table = np.array(out, dtype=np.float64)
-    return _Rows(np.array([row[0] for row in out], dtype=np.int64), table[:, 1:5],
+    rows = _Rows(np.array([row[0] for row in out], dtype=np.int64), table[:, 1:5],
                  np.array([row[5] for row in out], dtype=np.int64), table[:, 6].copy())
+    return _screen_boxes(rows, groundtruth, report, lambda kept_rows: [out_lines[i] for i in kept_rows.tolist()])
 
 
-def _parsed_chunks(path: str, class_whitelist: Iterable[int], groundtruth: bool,
-                   index: _KeyframeIndex) -> Iterator[_Rows]:
+_GT_INVERTED = "ground-truth boxes with x2 < x1 or y2 < y1 (or a NaN) are dropped"
+_GT_OUTSIDE = "ground-truth boxes with a coordinate outside [0, 1] are dropped"
+# Kept: the official evaluator counts them (as instances no detection can match), so published AVA results do too.
+_GT_EMPTY = ("ground-truth boxes with x2 == x1 or y2 == y1 are kept as instances no detection can match, as the "
+             "official evaluator counts them")
+_DET_INVALID = ("detection boxes with x2 <= x1 or y2 <= y1 (or a NaN) are dropped after the per-keyframe cap, as the "
+                "official evaluator does (they still take cap slots)")
+# Not dropped: the official evaluator scores them on their raw values, and the result must equal its result.
+_DET_OUTSIDE = "detection boxes with a coordinate outside [0, 1] are scored as they are, as the official evaluator does"
+
+
+def _screen_boxes(rows: _Rows, groundtruth: bool, report: BadRowReport,
+                  line_numbers: Callable[[np.ndarray], list[int]]) -> _Rows:
+    """Report rows whose box is inverted, empty, NaN or leaves [0, 1]; return the rows without the inverted, NaN
+    and outside ones for ground truth, all rows for detections (see the module docstring).
+
+    `line_numbers(rows)` gives the file lines of some of the rows (only called for the warnings' locations).
+    """
+    y1, x1, y2, x2 = rows.boxes.T
+    outside = ~((rows.boxes >= 0.0) & (rows.boxes <= 1.0)).all(axis=1)
+    if groundtruth:
+        inverted = ~((y1 <= y2) & (x1 <= x2))
+        outside &= ~inverted
+        empty = ((y1 == y2) | (x1 == x2)) & ~outside
+        problems = [(_GT_INVERTED, inverted), (_GT_OUTSIDE, outside), (_GT_EMPTY, empty)]
+        dropped = inverted | outside
+    else:
+        invalid = ~((y1 < y2) & (x1 < x2))
+        problems = [(_DET_INVALID, invalid), (_DET_OUTSIDE, outside & ~invalid)]
+        dropped = None
+    for problem, bad in problems:
+        bad_rows = np.flatnonzero(bad)
+        if not len(bad_rows):
+            continue
+        locations = []
+        if report.needs_locations(problem):
+            first = bad_rows[:_LOCATIONS_SHOWN]
+            details = ["x1,y1,x2,y2 = " + ",".join(f"{v:g}" for v in rows.boxes[row, [1, 0, 3, 2]].tolist())
+                       for row in first.tolist()]
+            locations = list(zip(line_numbers(first), details))
+        report.add(problem, len(bad_rows), locations)
+    return rows.take(~dropped) if dropped is not None and dropped.any() else rows
+
+
+def _parsed_chunks(path: str, class_whitelist: Iterable[int], groundtruth: bool, index: _KeyframeIndex,
+                   report: BadRowReport) -> Iterator[_Rows]:
     whitelist = set(class_whitelist)
     whitelist_array = np.array(sorted(whitelist), dtype=np.int64)
     for first_line, text in _text_chunks(path):
         if not text.isspace():
-            rows = _parse_fast(text, whitelist_array, groundtruth, index)
-            yield rows if rows is not None else _parse_slow(path, text, first_line, whitelist, groundtruth, index)
+            rows = _parse_fast(text, first_line, whitelist_array, groundtruth, index, report)
+            yield rows if rows is not None else _parse_slow(path, text, first_line, whitelist, groundtruth, index,
+                                                            report)
 
 
 # ------------------------------------------------------------------------------------ official keep & order
@@ -408,8 +504,8 @@ class _NotGrouped(Exception):
     """A keyframe's rows are not contiguous in the file."""
 
 
-def _read_kept_streaming(path: str, class_whitelist: Iterable[int], capacity: int, groundtruth: bool) \
-        -> tuple[list[str], _Rows]:
+def _read_kept_streaming(path: str, class_whitelist: Iterable[int], capacity: int, groundtruth: bool,
+                         report: BadRowReport) -> tuple[list[str], _Rows]:
     """Keep rows chunk by chunk, holding back the keyframe that may continue in the next chunk.
 
     Needs each keyframe's rows to be contiguous (how evaluators write them); raises _NotGrouped otherwise.
@@ -418,7 +514,7 @@ def _read_kept_streaming(path: str, class_whitelist: Iterable[int], capacity: in
     finished = np.zeros(0, dtype=bool)  # by keyframe index
     kept: list[_Rows] = []
     pending = _Rows.concatenate([])
-    for chunk in _parsed_chunks(path, class_whitelist, groundtruth, index):
+    for chunk in _parsed_chunks(path, class_whitelist, groundtruth, index, report):
         finished = np.append(finished, np.zeros(len(index.keys) - len(finished), dtype=bool))
         if not len(chunk):
             continue
@@ -438,12 +534,14 @@ def _read_kept_streaming(path: str, class_whitelist: Iterable[int], capacity: in
 
 
 def _read_kept(path: str, class_whitelist: Iterable[int], capacity: int, groundtruth: bool) -> AvaBoxes:
+    report = BadRowReport(path)
     try:
-        keys, kept = _read_kept_streaming(path, class_whitelist, capacity, groundtruth)
+        keys, kept = _read_kept_streaming(path, class_whitelist, capacity, groundtruth, report)
     except _NotGrouped:  # keyframes interleaved: hold every row, then keep
-        index = _KeyframeIndex()
-        rows = _Rows.concatenate(list(_parsed_chunks(path, class_whitelist, groundtruth, index)))
+        index, report = _KeyframeIndex(), BadRowReport(path)
+        rows = _Rows.concatenate(list(_parsed_chunks(path, class_whitelist, groundtruth, index, report)))
         keys, kept = index.keys, _keep_like_official(rows, capacity, drops_invalid=not groundtruth)
+    report.log(logger)
     return AvaBoxes(keys, kept.keyframe, kept.boxes, kept.labels, kept.scores)
 
 
@@ -452,14 +550,19 @@ def _read_kept(path: str, class_whitelist: Iterable[int], capacity: int, groundt
 
 def read_groundtruth(path: str, class_whitelist: Iterable[int]) -> AvaBoxes:
     """Ground-truth CSV (`video_id,timestamp,x1,y1,x2,y2,action_id,person_id`, or `video_id,timestamp` for a
-    keyframe without boxes). One row is one instance of its class. Blank lines are skipped."""
+    keyframe without boxes). One row is one instance of its class. Blank lines are skipped. Rows whose box has
+    x2 < x1, y2 < y1, a NaN or a coordinate outside [0, 1] are dropped with a warning (their keyframe stays
+    listed); empty boxes (x2 == x1 or y2 == y1) are kept, as the official reader keeps them, with a warning."""
     return _read_kept(path, class_whitelist, capacity=0, groundtruth=True)
 
 
 def read_detections(path: str, class_whitelist: Iterable[int],
                     capacity: int = DETECTIONS_PER_KEYFRAME) -> AvaBoxes:
     """Detection CSV (`video_id,timestamp,x1,y1,x2,y2,action_id,score`; 7 columns mean score 1.0), keeping the
-    `capacity` best rows per keyframe across classes exactly as the official reader (capacity < 1: all)."""
+    `capacity` best rows per keyframe across classes exactly as the official reader (capacity < 1: all).
+
+    Boxes with x2 <= x1 or y2 <= y1 (evaluate_frame_map drops them after this cap) or outside [0, 1] (scored as
+    they are) are kept, as the official reader keeps them, and reported in a warning."""
     return _read_kept(path, class_whitelist, capacity=capacity, groundtruth=False)
 
 
