@@ -65,6 +65,8 @@ class VideoReader(ABC):
             )
         unique, inverse = np.unique(wanted, return_inverse=True)
         frames = self._read_sorted_unique(unique)
+        if np.array_equal(unique, wanted):  # increasing indices (a clip, mostly): no reordering copy needed
+            return frames
         return frames[torch.from_numpy(inverse.reshape(-1))]
 
     @abstractmethod
@@ -98,7 +100,8 @@ class DecordReader(VideoReader):
             self._reader = decord.VideoReader(path, num_threads=num_threads)
             self.num_frames = len(self._reader)
             self.fps = float(self._reader.get_avg_fps())
-            first = self._reader[0].asnumpy() if self.num_frames else None
+            with decord.bridge.use_torch():
+                first = self._reader[0] if self.num_frames else None
         except (decord.DECORDError, RuntimeError) as error:
             raise VideoDecodeError(path, f"decord: {error}") from error
         if first is None:
@@ -111,10 +114,12 @@ class DecordReader(VideoReader):
         import decord
 
         try:
-            batch = self._reader.get_batch(indices.tolist()).asnumpy()
+            # Frames come out as torch tensors through DLPack (no copy) whatever bridge another library chose:
+            # PyTorchVideo's decord decoder, for one, switches decord's global bridge to "torch".
+            with decord.bridge.use_torch():
+                return self._reader.get_batch(indices.tolist())
         except (decord.DECORDError, RuntimeError) as error:
             raise VideoDecodeError(self.path, f"decord failed on frames {indices.tolist()}: {error}") from error
-        return torch.from_numpy(batch)
 
     def close(self) -> None:
         self._reader = None

@@ -23,6 +23,9 @@ from torchvision.ops import StochasticDepth
 from hiera_video.models.registry import register_model
 
 LAYER_NORM_EPS = 1e-6
+# On CPU, attention over at most this many keys runs as explicit softmax(q k^T / sqrt(d)) v, above it as SDPA
+# (flash attention); the two cost the same at about 256 keys on a 2-core AVX-512 machine.
+EXPLICIT_ATTENTION_MAX_KEYS = 256
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -39,7 +42,8 @@ def unroll_tokens(x: torch.Tensor, grid: Sequence[int], strides: Sequence[Sequen
     """
     batch, num_tokens, channels = x.shape
     ndim, levels = len(grid), len(strides)
-    units = [size // math.prod(s[d] for s in strides) for d, size in enumerate(grid)]
+    # Lists, not generators, inside math.prod: torch.compile cannot trace a generator argument (graph break).
+    units = [size // math.prod([s[d] for s in strides]) for d, size in enumerate(grid)]
     factored = []
     for d in range(ndim):
         factored += [units[d]] + [strides[level][d] for level in reversed(range(levels))]
@@ -67,7 +71,7 @@ def reroll_tokens(x: torch.Tensor, strides: Sequence[Sequence[int]], ndim: int) 
     order = [0, unit_axis]
     for d in range(ndim):
         order += [1 + level * ndim + d for level in reversed(range(levels))]  # coarse to fine digits of axis d
-    unit_shape = [math.prod(s[d] for s in strides) for d in range(ndim)]
+    unit_shape = [math.prod([s[d] for s in strides]) for d in range(ndim)]
     return x.permute(order + [unit_axis + 1]).reshape(batch, num_units, *unit_shape, channels)
 
 
@@ -83,11 +87,16 @@ def unwindow_units(x: torch.Tensor, unit_grid: Sequence[int]) -> torch.Tensor:
 
 
 def max_pool_tokens(x: torch.Tensor, stride: int) -> torch.Tensor:
-    """Max over the slowest axis of size `stride` of unrolled tokens [B, N, C] -> [B, N // stride, C]; in the
-    unrolled order this is exactly a max-pool over the q_stride neighbourhood."""
+    """Max over the slowest axis of size `stride` of unrolled tokens [B, N, ..., C] -> [B, N // stride, ..., C]; in
+    the unrolled order this is exactly a max-pool over the q_stride neighbourhood."""
     if stride == 1:
         return x
-    return x.unflatten(1, (stride, -1)).amax(dim=1)
+    batch, channels = x.shape[0], x.shape[-1]
+    # As a channels-last [B, C, stride, rest] image the pool is max_pool2d: vectorised over channels, with an
+    # index-based backward. amax/max over dim 1 were 3-4x slower in eager training, amax 10x under torch.compile.
+    grouped = x.reshape(batch, stride, -1, channels).permute(0, 3, 1, 2)
+    pooled = F.max_pool2d(grouped, kernel_size=(stride, 1))
+    return pooled.permute(0, 2, 3, 1).reshape(batch, x.shape[1] // stride, *x.shape[2:])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -124,12 +133,20 @@ class MaskUnitAttention(nn.Module):
         batch, num_tokens, _ = x.shape
         windows = num_tokens // (self.q_stride * self.window_size) if self.use_mask_unit_attn else 1
         # Token p belongs to window p % windows (see unroll_tokens): split N as (tokens per window, windows).
-        qkv = self.qkv(x).view(batch, num_tokens // windows, windows, 3, self.heads, self.head_dim)
-        q, k, v = qkv.permute(3, 0, 4, 2, 1, 5).unbind(0)  # each [B, heads, windows, tokens, head_dim]
-        if self.q_stride > 1:
-            q = q.unflatten(3, (self.q_stride, -1)).amax(dim=3)
+        qkv = self.qkv(x).view(batch, num_tokens // windows, windows, 3, self.dim_out)
+        # Unbinding before any permute lets backward stack the three gradients straight into qkv's layout.
+        q, k, v = qkv.unbind(3)  # each [B, tokens, windows, C]
+        q = max_pool_tokens(q, self.q_stride)
         # Windows act as extra heads; 4-D inputs let SDPA use its fused CPU/GPU kernels.
-        out = F.scaled_dot_product_attention(q.flatten(1, 2), k.flatten(1, 2), v.flatten(1, 2))
+        q, k, v = [  # each [B, heads * windows, tokens, head_dim]
+            t.unflatten(3, (self.heads, self.head_dim)).permute(0, 3, 2, 1, 4).flatten(1, 2) for t in (q, k, v)
+        ]
+        if q.device.type == "cpu" and k.shape[2] <= EXPLICIT_ATTENTION_MAX_KEYS:
+            # CPU flash attention's per-block overhead dominates short windows: the explicit form trains a
+            # 64-token mask unit 15-25% faster (and infers as fast).
+            out = ((q * self.head_dim**-0.5) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)
         out = out.view(batch, self.heads, windows, -1, self.head_dim).permute(0, 3, 2, 1, 4)
         return self.proj(out.reshape(batch, -1, self.dim_out))
 
@@ -187,6 +204,10 @@ class PatchEmbed(nn.Module):
         super().__init__()
         conv = {2: nn.Conv2d, 3: nn.Conv3d}[len(kernel)]
         self.proj = conv(in_chans, dim, kernel_size=tuple(kernel), stride=tuple(stride), padding=tuple(padding))
+        # A channels-last kernel makes the convolution write channels-last output, i.e. tokens [B, N, C] that are
+        # already contiguous: the position embedding and the unroll permutation then read whole channel vectors
+        # (7% faster torch.compile'd inference of a small model). Loading a state dict keeps this layout.
+        self.proj.to(memory_format=torch.channels_last_3d if len(kernel) == 3 else torch.channels_last)
 
     def forward(self, x: torch.Tensor, pixel_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         if pixel_mask is not None:

@@ -130,8 +130,9 @@ class MaskedAutoencoderHiera(HieraBackbone):
             elif isinstance(module, nn.LayerNorm):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
-        stem = self.patch_embed.proj.weight.data
-        nn.init.xavier_uniform_(stem.view(stem.shape[0], -1))
+        stem = self.patch_embed.proj.weight  # channels-last: initialise its [out, in * kernel] matrix out of place
+        with torch.no_grad():
+            stem.copy_(nn.init.xavier_uniform_(stem.new_empty(stem.shape[0], stem[0].numel())).view_as(stem))
 
     def forward_encoder(
         self, x: torch.Tensor, mask_ratio: float = 0.9, mask: Optional[torch.Tensor] = None

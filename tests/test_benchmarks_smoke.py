@@ -1,0 +1,74 @@
+"""Every benchmark script runs end to end on its smallest setting and reports what it measured.
+
+The benchmarks themselves are not tests (they take minutes and their numbers depend on the machine); this only
+checks that each one still runs, compares what it claims to compare, and prints its table and summary.
+"""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def run_benchmark(script: str, *args: str) -> str:
+    """stdout of `python benchmarks/<script> *args`; fails the test with stderr on a non-zero exit."""
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, f"{script} failed:\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def summary_line(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.startswith("summary: ")]
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+def test_model_speed_compares_identical_models_in_both_modes():
+    pytest.importorskip("hiera")
+    output = run_benchmark("model_speed.py", "--smoke", "--threads", "1")
+    difference = float(re.search(r"logits of ours vs official differ by (\S+) relative", output).group(1))
+    assert difference < 1e-4  # the same weights give the same logits: the comparison is like for like
+    rows = [line.split() for line in output.splitlines() if line.startswith("tiny ")]
+    assert [row[2] for row in rows] == ["inference", "training"]
+    for row in rows:
+        ours, official, ratio = float(row[3]), float(row[4]), float(row[5])
+        assert ours > 0 and official > 0 and ratio == pytest.approx(ours / official, abs=0.01)
+    assert "target >= 1.0x in every row" in summary_line(output)
+
+
+def test_mae_speed_reports_both_ratios_on_the_same_mask():
+    pytest.importorskip("hiera")
+    output = run_benchmark("mae_speed.py", "--smoke", "--threads", "1")
+    assert float(re.search(r"\|loss ours - official\| (\S+)", output).group(1)) < 1e-5
+    names = [line[:25].strip() for line in output.splitlines()
+             if line.startswith(("ours MAE", "official MAE", "ours full", "official full"))]
+    assert names == ["ours MAE", "official MAE", "ours full", "official full"]
+    summary = summary_line(output)
+    assert re.search(r"ours MAE step \d+\.\d\dx our full-token step", summary)
+    assert re.search(r"\d+\.\d\dx faster than the official MAE step", summary)
+
+
+def test_data_speed_loads_real_mp4_clips_with_every_loader(tmp_path):
+    pytest.importorskip("pytorchvideo.data")
+    output = run_benchmark("data_speed.py", "--smoke", "--data-dir", str(tmp_path))
+    assert len(list(tmp_path.rglob("*.mp4"))) == 4
+    loaders = [line.split("  ")[0].strip() for line in output.splitlines()
+               if line.startswith(("ours (", "PyTorchVideo (", "decode "))]
+    assert loaders == ["ours (decord)", "ours (pyav)", "PyTorchVideo (pyav)", "PyTorchVideo (decord)",
+                       "decode once (ours)", "decode each view"]
+    assert re.search(r"ours \(decord\) \d+\.\d clips/s = \d+\.\d\dx the faster PyTorchVideo loader",
+                     summary_line(output))
+
+
+def test_ava_eval_speed_runs_the_cli_on_generated_sets(tmp_path):
+    output = run_benchmark("ava_eval_speed.py", "--small", "--repeats", "1", "--workdir", str(tmp_path))
+    rows = [line for line in output.splitlines() if "keyframes, " in line and not line.startswith("summary")]
+    assert len(rows) == 2
+    for row in rows:
+        assert 0.0 < float(row.split()[-1]) <= 1.0  # the mAP the CLI printed
+    assert "keyframes" in summary_line(output)
