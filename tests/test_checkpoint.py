@@ -5,7 +5,6 @@ import random
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from hiera_video.engine import checkpoint as ckpt
@@ -66,17 +65,6 @@ def test_values_weights_only_cannot_load_are_refused_before_writing(tmp_path):
     with pytest.raises(TypeError, match=r"state\['sampler_state'\]\['order'\].*numpy.ndarray"):
         save_checkpoint(path, {"epoch": 1, "sampler_state": {"order": np.arange(3)}})
     assert list_checkpoints(str(tmp_path)) == []
-
-
-@pytest.fixture
-def single_process_group(tmp_path):
-    """A one-process gloo group for a real DistributedDataParallel wrapper (reuses one that already exists)."""
-    if dist.is_initialized():
-        yield
-        return
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
 
 
 def test_ddp_prefix_is_not_saved(tmp_path, single_process_group):

@@ -3,7 +3,6 @@ import math
 
 import pytest
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from hiera_video.engine.optim import build_optimizer, lr_at, param_groups, scaled_lr, set_lr
@@ -106,17 +105,6 @@ def test_nested_backbone_counts_blocks_but_not_decoder_blocks():
     assert scale["decoder_blocks.3.mlp.weight"] == 1.0
     assert wd["decoder_pos_embed"] == 0.0
     assert wd["backbone.rel_table"] == 0.0  # declared by the nested module's no_weight_decay()
-
-
-@pytest.fixture
-def single_process_group(tmp_path):
-    """A one-process gloo group for a real DistributedDataParallel wrapper (reuses one that already exists)."""
-    if dist.is_initialized():
-        yield
-        return
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
 
 
 def test_ddp_wrapped_model_gives_same_groups(single_process_group):
