@@ -110,6 +110,20 @@ def test_decord_decodes_each_distinct_frame_once(videos):
     assert decode_frame_ids(frames).tolist() == [9, 2, 9, 9, 5, 2]
 
 
+@pytest.mark.parametrize("bridge", ["native", "torch"])
+def test_decord_reader_ignores_the_global_bridge(videos, bridge):
+    """Another library (PyTorchVideo's decord decoder) may switch decord's global bridge; frames stay tensors."""
+    decord = pytest.importorskip("decord")
+    decord.bridge.set_bridge(bridge)
+    try:
+        with open_video(videos["h264.mp4"], "decord") as reader:
+            frames = reader.get_frames([5, 1])
+    finally:
+        decord.bridge.set_bridge("native")
+    assert isinstance(frames, torch.Tensor) and frames.dtype == torch.uint8
+    assert decode_frame_ids(frames).tolist() == [5, 1]
+
+
 def test_pyav_counts_frames_when_the_header_has_no_count(videos):
     import av
 
@@ -125,6 +139,8 @@ def test_raw_h264_stream_falls_back_to_pyav(videos):
     with open_video(videos["raw.h264"], "decord") as reader:
         assert isinstance(reader, PyAVReader)
         assert reader.num_frames == 70 and reader.fps == 30.0  # FFmpeg's default guess for raw streams is 25
+        # Counting packets reopened the container; the reader must hold the new one's stream, not a closed one's.
+        assert reader._stream.container is reader._container
         assert decode_frame_ids(reader.get_frames([40, 2, 69, 2])).tolist() == [40, 2, 69, 2]
 
 

@@ -166,6 +166,8 @@ class PyAVReader(VideoReader):
         self.fps = float(rate)
         self._time_base = Fraction(stream.time_base)
         self.num_frames = stream.frames or self._estimate_frame_count()
+        # Counting packets may have reopened the container (raw streams cannot seek): use the current stream.
+        stream = self._stream
         first = next(self._container.decode(stream), None)
         if first is None:
             raise VideoDecodeError(self.path, "no decodable video frame")
