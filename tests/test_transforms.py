@@ -3,10 +3,18 @@ import time
 
 import pytest
 import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from hiera_video.data.mixup import MixupCutmix
-from hiera_video.data.transforms import build_eval_transform, build_train_transform, normalize, spatial_crops
+from hiera_video.data.transforms import (
+    MagnitudeNoiseRandAugment,
+    build_eval_transform,
+    build_train_transform,
+    normalize,
+    spatial_crops,
+)
 
 MEAN, STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
 
@@ -53,8 +61,9 @@ def unchanged_geometry(flip, **kwargs):
     [
         build_train_transform(32, scale=(0.2, 1.0), rand_augment=(3, 10), random_erasing_prob=1.0),
         unchanged_geometry(flip=False, rand_augment=(1, 10)),  # RandAugment alone
+        unchanged_geometry(flip=False, rand_augment=(2, 7), rand_augment_std=0.5),  # with magnitude noise
     ],
-    ids=["all_ops", "rand_augment"],
+    ids=["all_ops", "rand_augment", "rand_augment_noise"],
 )
 def test_every_frame_gets_the_same_random_ops(transform):
     """A still clip must stay still through crop, flip, RandAugment and erasing, whatever ops are drawn."""
@@ -195,3 +204,48 @@ def test_mixup_cutmix_switch_and_input_checks():
         mixer(video[:, :, 0], labels)
     with pytest.raises(ValueError, match="labels"):
         mixer(video, labels + 5)
+
+
+def test_rand_augment_without_noise_matches_torchvision_on_the_timm_scale():
+    """Magnitude m on the 0..10 scale gives torchvision's strengths for bin m of 11, op for op, seed for seed."""
+    frames = distinct_frames(4, 40, 40)
+    video = tv_tensors.Video(frames.permute(0, 3, 1, 2))
+    ours = MagnitudeNoiseRandAugment(num_ops=3, magnitude=9)
+    theirs = v2.RandAugment(num_ops=3, magnitude=9, num_magnitude_bins=11,
+                            interpolation=v2.InterpolationMode.BILINEAR)
+    for seed in range(20):
+        torch.manual_seed(seed)
+        expected = theirs(video)
+        torch.manual_seed(seed)
+        assert torch.equal(ours(video), expected), f"seed {seed}"
+
+
+def brightness_only(augment: MagnitudeNoiseRandAugment) -> MagnitudeNoiseRandAugment:
+    augment._AUGMENTATION_SPACE = {"Brightness": v2.RandAugment._AUGMENTATION_SPACE["Brightness"]}
+    return augment
+
+
+@pytest.mark.parametrize("std", [0.0, 0.5])
+def test_rand_augment_magnitude_noise(std):
+    """timm's mstd: each op draws its magnitude from N(m, std); read back from the brightness a grey clip gets."""
+    grey = tv_tensors.Video(torch.full((2, 3, 8, 8), 100, dtype=torch.uint8))
+    augment = brightness_only(MagnitudeNoiseRandAugment(num_ops=1, magnitude=7, magnitude_std=std))
+    magnitudes = []
+    for seed in range(400):
+        torch.manual_seed(seed)
+        factor = augment(grey).float().mean().item() / 100  # brightness factor 1 +- 0.09 * magnitude
+        magnitudes.append(abs(factor - 1) / 0.09)
+    magnitudes = torch.tensor(magnitudes)
+    if std == 0:
+        assert torch.allclose(magnitudes, torch.full_like(magnitudes, 7.0), atol=0.02)
+    else:
+        assert abs(magnitudes.mean().item() - 7) < 0.1 and 0.4 < magnitudes.std().item() < 0.6
+
+
+def test_rand_augment_magnitude_noise_is_clipped_to_the_scale():
+    augment = MagnitudeNoiseRandAugment(num_ops=1, magnitude=10, magnitude_std=3.0)
+    torch.manual_seed(0)
+    drawn = [augment._draw_magnitude() for _ in range(200)]
+    assert max(drawn) == 10.0 and min(drawn) >= 0.0 and len(set(drawn)) > 50
+    with pytest.raises(ValueError, match="std"):
+        MagnitudeNoiseRandAugment(num_ops=1, magnitude=7, magnitude_std=-1)

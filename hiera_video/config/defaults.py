@@ -165,7 +165,10 @@ _C.AUG = CfgNode()
 # RandAugment (same operation on every frame) and random erasing.
 _C.AUG.ENABLE = False
 _C.AUG.RAND_AUG_NUM_OPS = 2
+# Magnitude on timm's 0..10 scale ("rand-m9"); each operation draws it from N(MAGNITUDE, MAGNITUDE_STD) clipped to
+# [0, 10] (timm's "mstd"; 0 = always MAGNITUDE).
 _C.AUG.RAND_AUG_MAGNITUDE = 9
+_C.AUG.RAND_AUG_MAGNITUDE_STD = 0.0
 _C.AUG.RE_PROB = 0.25
 # Clips drawn from one decoded video per step (repeated sampling); the batch counts videos.
 _C.AUG.NUM_SAMPLE = 1

@@ -65,6 +65,7 @@ def clip_transform(cfg: CfgNode, split: str, allow_flip: bool = True):
             jitter_scales=None if relative else tuple(cfg.DATA.TRAIN_JITTER_SCALES),
             flip=cfg.DATA.RANDOM_FLIP and allow_flip,
             rand_augment=(cfg.AUG.RAND_AUG_NUM_OPS, cfg.AUG.RAND_AUG_MAGNITUDE) if cfg.AUG.ENABLE else None,
+            rand_augment_std=cfg.AUG.RAND_AUG_MAGNITUDE_STD,
             random_erasing_prob=cfg.AUG.RE_PROB if cfg.AUG.ENABLE else 0.0,
             mean=tuple(cfg.DATA.MEAN),
             std=tuple(cfg.DATA.STD),

@@ -17,9 +17,52 @@ from torchvision.transforms.v2 import functional as F
 
 KINETICS_MEAN = (0.45, 0.45, 0.45)
 KINETICS_STD = (0.225, 0.225, 0.225)
-# Magnitudes follow the timm/PySlowFast RandAugment scale (0..10, e.g. "rand-m9"): with 11 bins torchvision's
-# ranges give the same rotation (m9 -> 27 deg), shear and enhancement strengths as timm's m/10 scaling.
+# Magnitudes follow the timm/PySlowFast RandAugment scale (0..10, e.g. "rand-m9"): torchvision's ranges spread
+# over 0..10 give the same rotation (m9 -> 27 deg), shear and enhancement strengths as timm's m/10 scaling.
 RAND_AUGMENT_MAX_MAGNITUDE = 10
+# Bins per unit of magnitude, so a magnitude drawn around m (timm's "mstd") lands within 0.05 of its value.
+RAND_AUGMENT_BINS_PER_UNIT = 10
+
+
+class MagnitudeNoiseRandAugment(v2.RandAugment):
+    """torchvision's RandAugment on the timm 0..10 scale, with timm's magnitude noise ("rand-m7-mstd0.5").
+
+    Every operation draws its magnitude from N(magnitude, magnitude_std) clipped to [0, 10] (the mean itself when
+    magnitude_std is 0). torchvision already makes Posterize and Solarize stronger as the magnitude grows, which is
+    timm's "inc1" variant. The draw uses torch's RNG, so the data sampler's per-sample seed makes it reproducible.
+    torchvision has no magnitude noise, hence this subclass: it only chooses the magnitude bin before each op.
+    """
+
+    def __init__(self, num_ops: int, magnitude: float, magnitude_std: float = 0.0):
+        if not 0 <= magnitude <= RAND_AUGMENT_MAX_MAGNITUDE:
+            raise ValueError(f"RandAugment magnitude must lie in [0, {RAND_AUGMENT_MAX_MAGNITUDE}], got {magnitude}")
+        if magnitude_std < 0:
+            raise ValueError(f"RandAugment magnitude std must be >= 0, got {magnitude_std}")
+        super().__init__(
+            num_ops=1,
+            magnitude=0,
+            num_magnitude_bins=RAND_AUGMENT_MAX_MAGNITUDE * RAND_AUGMENT_BINS_PER_UNIT + 1,
+            interpolation=v2.InterpolationMode.BILINEAR,
+        )
+        self.ops_per_clip = num_ops
+        self.mean_magnitude = float(magnitude)
+        self.magnitude_std = float(magnitude_std)
+
+    def _draw_magnitude(self) -> float:
+        if self.magnitude_std == 0:
+            return self.mean_magnitude
+        drawn = self.mean_magnitude + self.magnitude_std * torch.randn(()).item()
+        return min(max(drawn, 0.0), float(RAND_AUGMENT_MAX_MAGNITUDE))
+
+    def forward(self, *inputs):
+        outputs = inputs if len(inputs) > 1 else inputs[0]
+        for _ in range(self.ops_per_clip):
+            self.magnitude = round(self._draw_magnitude() * RAND_AUGMENT_BINS_PER_UNIT)
+            outputs = super().forward(outputs)
+        return outputs
+
+    def extra_repr(self) -> str:
+        return f"num_ops={self.ops_per_clip}, magnitude={self.mean_magnitude}, magnitude_std={self.magnitude_std}"
 
 
 def _check_frames(frames: torch.Tensor) -> None:
@@ -64,7 +107,8 @@ def build_train_transform(
     aspect: tuple[float, float] = (3 / 4, 4 / 3),
     jitter_scales: Optional[tuple[int, int]] = (256, 320),
     flip: bool = True,
-    rand_augment: Optional[tuple[int, int]] = None,
+    rand_augment: Optional[tuple[int, float]] = None,
+    rand_augment_std: float = 0.0,
     random_erasing_prob: float = 0.0,
     mean: Sequence[float] = KINETICS_MEAN,
     std: Sequence[float] = KINETICS_STD,
@@ -74,7 +118,8 @@ def build_train_transform(
     Geometry: a random-resized crop (area fraction `scale`, aspect ratio `aspect`) when `scale` is given,
     otherwise PySlowFast's short-side jitter (short side resized to a random size in `jitter_scales`) and a
     random crop. Then a horizontal flip (`flip=False` for direction-sensitive data such as SSv2), RandAugment
-    `(num_ops, magnitude)` with magnitude on the 0..10 timm scale, normalisation, and random erasing with
+    `(num_ops, magnitude)` with magnitude on the 0..10 timm scale and per-op magnitude noise `rand_augment_std`
+    (timm's "mstd"), normalisation, and random erasing with
     probability `random_erasing_prob` (one box filled with Gaussian noise, the same on every frame).
     """
     if scale is not None:
@@ -91,16 +136,7 @@ def build_train_transform(
         steps.append(v2.RandomHorizontalFlip(p=0.5))
     if rand_augment is not None:
         num_ops, magnitude = rand_augment
-        if not 0 <= magnitude <= RAND_AUGMENT_MAX_MAGNITUDE:
-            raise ValueError(f"RandAugment magnitude must lie in [0, {RAND_AUGMENT_MAX_MAGNITUDE}], got {magnitude}")
-        steps.append(
-            v2.RandAugment(
-                num_ops=num_ops,
-                magnitude=magnitude,
-                num_magnitude_bins=RAND_AUGMENT_MAX_MAGNITUDE + 1,
-                interpolation=v2.InterpolationMode.BILINEAR,
-            )
-        )
+        steps.append(MagnitudeNoiseRandAugment(num_ops, magnitude, rand_augment_std))
     steps += _to_normalized_float(mean, std)
     if random_erasing_prob > 0:
         steps.append(v2.RandomErasing(p=random_erasing_prob, value="random"))
