@@ -245,6 +245,7 @@ def test_bad_boxes_and_missing_frames_are_skipped_and_counted_in_the_stats(tmp_p
     # Clips are 4 frames 2 apart around frame (second - 901) * 30.
     os.remove(root / "frames" / "train_0" / "train_0_000059.jpg")  # frame 58: train_0 at 903 s
     os.remove(root / "frames" / "val_0" / "val_0_000031.jpg")  # frame 30: val_0 at 902 s
+    os.remove(root / "frames" / "val_0" / "val_0_000061.jpg")  # frame 60: val_0 at 903 s
     val_list = root / "frame_lists" / "val.csv"
     val_list.write_text("".join(line for line in val_list.read_text().splitlines(keepends=True)
                                 if not line.startswith("val_1 1 90 ")))  # a gap: val_1 at 904 s
@@ -259,12 +260,16 @@ def test_bad_boxes_and_missing_frames_are_skipped_and_counted_in_the_stats(tmp_p
     (test_final,) = [s for s in stats if s.get("split") == "test_final"]
     assert train_epoch["bad_videos"] == 1  # train_0 at 903 s, replaced by another keyframe
     assert val_epoch["bad_videos"] == 1 and val_epoch["num_keyframes"] == 2  # second 904 only: val_1's gap
-    assert test_final["bad_videos"] == 2 and test_final["num_keyframes"] == 6 and results["bad_videos"] == 2
+    assert test_final["bad_videos"] == 3 and test_final["num_keyframes"] == 6 and results["bad_videos"] == 3
     with open(out / "detections.csv") as f:
         scored = {(row[0], row[1]) for row in csv.reader(f)}
-    assert ("val_0", "0902") not in scored and ("val_1", "0904") not in scored and len(scored) == 4
+    assert ("val_0", "0902") not in scored and ("val_1", "0904") not in scored and len(scored) == 3
     assert results["map"] == ava_eval_cli(cfg, str(out / "detections.csv"), str(tmp_path / "cli.json"))["mAP"]
     log = (out / "stdout.log").read_text()
     assert f"{train_gt}:{num_lines + 1} (x1,y1,x2,y2 = 0.500,0.100,0.200,0.900)" in log
     assert f"{train_gt}:{num_lines + 2} (x1,y1,x2,y2 = 0.100,0.100,1.400,0.900)" in log
     assert f"{annotations / 'ava_val_predicted_boxes.csv'}:" in log and "val_1 (1 of frames 0..119)" in log
+    # One warning per video, however many of its keyframes failed.
+    test_warnings = [line for line in log.splitlines() if "AVA test:" in line and "failed to decode" in line]
+    assert len(test_warnings) == 2
+    assert "2 keyframes of val_0 failed" in log and "; 1 more like it" in log

@@ -56,6 +56,18 @@ def keyframe_second(key: str) -> float:
     return float(key.rsplit(",", 1)[1])
 
 
+def log_failed_keyframes(split: str, failures: list[str]) -> None:
+    """One warning per video (not per keyframe) for keyframes that failed to decode: a missing or broken video
+    has hundreds. `failures` are "<video> at <second> s: <error>" entries from the dataset."""
+    by_video: dict[str, list[str]] = {}
+    for entry in failures:
+        by_video.setdefault(entry.split(" ", 1)[0], []).append(entry)
+    for video, entries in by_video.items():
+        more = f"; {len(entries) - 1} more like it" if len(entries) > 1 else ""
+        logger.warning("AVA %s: %d keyframe%s of %s failed to decode (no detections for them): %s%s", split,
+                       len(entries), "s" if len(entries) > 1 else "", video, entries[0], more)
+
+
 class DetectionTask(Task):
     name = "detection"
 
@@ -130,8 +142,7 @@ class DetectionTask(Task):
         stats = None
         if self.ctx.is_main:
             all_bad = sorted({entry for _, part in gathered for entry in part})
-            for entry in all_bad:
-                logger.warning("AVA %s keyframe failed to decode and gets no detections: %s", split, entry)
+            log_failed_keyframes(split, all_bad)
             path = os.path.join(cfg.OUTPUT_DIR, csv_name)
             write_detections_csv(path, self._detection_rows([p for p, _ in gathered], split, sorted(class_ids)))
             num_boxes = sum(len(p["index"]) for p, _ in gathered)
