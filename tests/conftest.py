@@ -1,4 +1,5 @@
-"""Shared pytest fixtures: small real videos and deterministic torch settings."""
+"""Shared pytest fixtures: deterministic torch settings, process groups, the official model's state-dict layout."""
+from __future__ import annotations
 
 import pytest
 import torch
@@ -23,3 +24,15 @@ def single_process_group(tmp_path):
     dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
     yield
     dist.destroy_process_group()
+
+
+@pytest.fixture
+def official_keys_and_shapes():
+    """(key, shape) pairs of an official `hiera.<name>` model's state dict, from the hiera-transformer package."""
+    hiera_pkg = pytest.importorskip("hiera")
+
+    def keys_and_shapes(name: str) -> list[tuple[str, tuple[int, ...]]]:
+        model = getattr(hiera_pkg, name)(pretrained=False)  # the official code calls .item(): no meta device
+        return [(key, tuple(value.shape)) for key, value in model.state_dict().items()]
+
+    return keys_and_shapes

@@ -1,6 +1,5 @@
 """Hiera backbone/classifier: release compatibility (sizes, keys, official numerics), masking, shapes, errors."""
-import re
-from pathlib import Path
+from __future__ import annotations
 
 import pytest
 import torch
@@ -8,8 +7,6 @@ import torch
 from hiera_video.models import Hiera, create_model, list_models
 from hiera_video.models.complexity import count_gmacs, count_params
 from hiera_video.models.hiera import reroll_tokens, unroll_tokens, unwindow_units
-
-REFERENCE_KEYS = Path("/work/shared/reference/hiera_state_dict.txt")
 
 # A tiny video Hiera with the released structure: 3 stages, windowed -> global attention with the one-block lag
 # (block 3 pools and is still windowed, block 4 is global), 2 q-pools, multi-head.
@@ -37,19 +34,6 @@ def tiny_video(**overrides) -> Hiera:
 def official_tiny_video(hiera_pkg, cfg=TINY_VIDEO):
     unit = tuple(s ** (len(cfg["stages"]) - 1) for s in cfg["q_stride"])
     return hiera_pkg.Hiera(**cfg, **VIDEO_STEM, mask_unit_size=unit, sep_pos_embed=True)
-
-
-def read_reference(section: str):
-    """(key, shape) pairs of section "A" (hiera_base_16x224) or "B" (mae_hiera_base_16x224) of the reference."""
-    rows, current = [], None
-    for line in REFERENCE_KEYS.read_text().splitlines():
-        header = re.match(r"## \[(\w)\]", line)
-        if header:
-            current = header.group(1)
-        elif current == section and line and not line.startswith("#"):
-            key, shape = line.split("\t")
-            rows.append((key, tuple(int(v) for v in re.findall(r"\d+", shape))))
-    return rows
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -80,8 +64,8 @@ def test_registry_lists_all_named_models():
     assert expected <= set(list_models())
 
 
-def test_state_dict_keys_and_shapes_equal_the_official_base_video_model():
-    reference = read_reference("A")
+def test_state_dict_keys_and_shapes_equal_the_official_base_video_model(official_keys_and_shapes):
+    reference = official_keys_and_shapes("hiera_base_16x224")
     assert len(reference) == 302
     with torch.device("meta"):
         model = create_model("hiera_base_16x224")

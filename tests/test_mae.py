@@ -1,8 +1,8 @@
 """Video/image MAE: release compatibility, official numerics, targets (pixel, HOG), masking cost, training."""
+from __future__ import annotations
+
 import math
 import os
-import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +11,6 @@ from hiera_video.models import MaskedAutoencoderHiera, create_model
 from hiera_video.models.complexity import count_params, gmacs_by_operator
 from hiera_video.models.hog import cell_histograms, hog_patch_targets
 
-REFERENCE_KEYS = Path("/work/shared/reference/hiera_state_dict.txt")
 TINY_MAE = dict(
     input_size=(4, 64, 64),
     embed_dim=8,
@@ -33,18 +32,6 @@ VIDEO_STEM = dict(patch_kernel=(3, 7, 7), patch_stride=(2, 4, 4), patch_padding=
 
 def tiny_mae(**overrides) -> MaskedAutoencoderHiera:
     return create_model("mae_hiera_base_16x224", **{**TINY_MAE, **overrides})
-
-
-def read_reference(section: str):
-    rows, current = [], None
-    for line in REFERENCE_KEYS.read_text().splitlines():
-        header = re.match(r"## \[(\w)\]", line)
-        if header:
-            current = header.group(1)
-        elif current == section and line and not line.startswith("#"):
-            key, shape = line.split("\t")
-            rows.append((key, tuple(int(v) for v in re.findall(r"\d+", shape))))
-    return rows
 
 
 def decode_real_clip(frames: int, size: int) -> torch.Tensor:
@@ -86,8 +73,8 @@ def test_mae_parameter_counts_match_the_release(name, expected):
     assert count_params(model) == expected
 
 
-def test_mae_state_dict_keys_and_shapes_equal_the_official_base_video_mae():
-    reference = read_reference("B")
+def test_mae_state_dict_keys_and_shapes_equal_the_official_base_video_mae(official_keys_and_shapes):
+    reference = official_keys_and_shapes("mae_hiera_base_16x224")
     assert len(reference) == 408
     with torch.device("meta"):
         model = create_model("mae_hiera_base_16x224")
