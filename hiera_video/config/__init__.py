@@ -116,6 +116,7 @@ def _check_values(cfg: CfgNode) -> None:
         "TRAIN.AMP_DTYPE": ("bfloat16", "float16"),
         "TEST.ENSEMBLE_METHOD": ("sum", "max"),
         "DATA.DECODING_BACKEND": ("decord", "pyav"),
+        "DATA.DECODER_LOG_LEVEL": ("quiet", "error", "warning", "info", "debug"),
         "SSV2.LAYOUT": ("videos", "frames"),
     }
     for key, allowed in choices.items():

@@ -127,6 +127,8 @@ _C.DATA.PATH_PREFIX = ""
 _C.DATA.PATH_LABEL_SEPARATOR = " "
 # Write the built-in demo dataset into PATH_TO_DATA_DIR when it holds no CSV files.
 _C.DATA.DEMO_DATASET = False
+# Seed of the demo videos' rendering (textures, colours, speeds); a folder written with another seed is refused.
+_C.DATA.DEMO_SEED = 0
 # Frames per clip and the stride between them (at TARGET_FPS).
 _C.DATA.NUM_FRAMES = 16
 _C.DATA.SAMPLING_RATE = 4
@@ -151,6 +153,9 @@ _C.DATA.RANDOM_FLIP = True
 _C.DATA.DECODING_BACKEND = "decord"
 # Stop with an error when more than this fraction of a split fails to decode.
 _C.DATA.MAX_BAD_FRACTION = 0.05
+# Native decoder messages (FFmpeg's "moov atom not found", decord's "ERROR opening ...") shown: "quiet" (none; a
+# broken file is still named once by our own warning), or "error", "warning", "info", "debug" to debug decoding.
+_C.DATA.DECODER_LOG_LEVEL = "quiet"
 
 _C.DATA_LOADER = CfgNode()
 # Decoding worker processes per training process.

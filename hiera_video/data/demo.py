@@ -91,7 +91,8 @@ def _write_all(folder: str, params: dict) -> None:
         json.dump(params, f, indent=1)
 
 
-def _read_manifest(root: str):
+def read_manifest(root: str) -> dict | None:
+    """The parameters of the demo dataset in `root`, or None when it holds none."""
     try:
         with open(os.path.join(root, MANIFEST)) as f:
             return json.load(f)
@@ -117,7 +118,7 @@ def _check_existing(root: str, params: dict) -> bool:
     """True when `root` already holds this exact dataset; raises when it holds anything else."""
     if not os.path.isdir(root) or not os.listdir(root):
         return False
-    existing = _read_manifest(root)
+    existing = read_manifest(root)
     if existing is None:
         raise FileExistsError(f"{root} is not empty and holds no {MANIFEST}; refusing to write the demo dataset there")
     if existing != params:

@@ -2,19 +2,24 @@
 
 This is the only module that touches decoders. Every reader returns RGB frames as a uint8 tensor [T, H, W, 3],
 decodes each requested frame once however often it is requested, and reports failures as VideoDecodeError
-naming the file.
+naming the file. The decoders' own native logging (FFmpeg's, decord's) is silenced unless asked for: see
+set_decoder_log_level.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import sys
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from typing import Optional, Union
 
 import av
+import av.logging
 import numpy as np
 import torch
 from torchvision.io import ImageReadMode, decode_image, read_file
@@ -24,6 +29,14 @@ logger = logging.getLogger(__name__)
 BACKENDS = ("decord", "pyav", "frames")
 ENCODERS = ("libx264", "mpeg4")
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
+# Native decoder log levels (FFmpeg's AV_LOG_* values): messages at the level or more severe get through.
+DECODER_LOG_LEVELS = {"quiet": -8, "error": 16, "warning": 24, "info": 32, "debug": 48}
+# Carries the level to processes started from this one (spawned data-loader workers, launched ranks); also the
+# level of a process that never calls set_decoder_log_level (default "quiet").
+DECODER_LOG_ENV = "HIERA_DECODER_LOG_LEVEL"
+
+_decoder_log_level: Optional[str] = None  # the level applied in this process (inherited by forked children)
+_stderr_lock = threading.Lock()
 
 
 class VideoDecodeError(RuntimeError):
@@ -33,6 +46,72 @@ class VideoDecodeError(RuntimeError):
         super().__init__(f"cannot decode video {path!r}: {reason}")
         self.path = path
         self.reason = reason
+
+
+def set_decoder_log_level(level: str) -> None:
+    """Let native decoder messages of `level` (one of DECODER_LOG_LEVELS) or more severe through.
+
+    PyAV's FFmpeg messages go to the Python loggers "libav.*"; decord's FFmpeg and decord's own C++ messages
+    print to stderr. "quiet" drops them all, as a broken file is reported anyway by the VideoDecodeError naming
+    it. The level is exported in the environment variable DECODER_LOG_ENV for child processes.
+    """
+    global _decoder_log_level
+    if level not in DECODER_LOG_LEVELS:
+        raise ValueError(f"unknown decoder log level {level!r}; expected one of {', '.join(DECODER_LOG_LEVELS)}")
+    ffmpeg_level = DECODER_LOG_LEVELS[level]
+    if level == "quiet":
+        av.logging.set_level(None)  # PyAV drops every FFmpeg message
+    else:
+        av.logging.set_level(ffmpeg_level)
+        logging.getLogger("libav").setLevel(av.logging.adapt_level(ffmpeg_level))
+    try:
+        import decord.logging
+    except ImportError:
+        pass
+    else:
+        decord.logging.set_level(ffmpeg_level)  # decord bundles its own FFmpeg
+    os.environ[DECODER_LOG_ENV] = level
+    _decoder_log_level = level
+
+
+def _ensure_decoder_log_level() -> None:
+    """On a process's first decode, apply the level inherited through DECODER_LOG_ENV (default "quiet")."""
+    if _decoder_log_level is not None:
+        return
+    level = os.environ.get(DECODER_LOG_ENV) or "quiet"
+    if level not in DECODER_LOG_LEVELS:
+        raise ValueError(f"{DECODER_LOG_ENV}={level!r}: expected one of {', '.join(DECODER_LOG_LEVELS)}")
+    set_decoder_log_level(level)
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """At level "quiet", point file descriptor 2 at /dev/null for the block.
+
+    decord prints "ERROR opening: <file>" with C++ std::cerr whatever the log level, when FFmpeg cannot open a
+    file. The redirection is process-wide, so it only covers opening a file, and opens are serialised.
+    """
+    if _decoder_log_level != "quiet":
+        yield
+        return
+    with _stderr_lock:
+        if sys.stderr is not None:
+            sys.stderr.flush()
+        try:
+            saved = os.dup(2)
+        except OSError:  # the process has no stderr to protect
+            saved = None
+        if saved is None:
+            yield
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
 
 
 class VideoReader(ABC):
@@ -95,13 +174,15 @@ class DecordReader(VideoReader):
     def __init__(self, path: str, num_threads: int = 1):
         import decord  # imported here so a machine without decord still reads videos through PyAV
 
+        _ensure_decoder_log_level()
         self.path = path
         try:
-            self._reader = decord.VideoReader(path, num_threads=num_threads)
-            self.num_frames = len(self._reader)
-            self.fps = float(self._reader.get_avg_fps())
-            with decord.bridge.use_torch():
-                first = self._reader[0] if self.num_frames else None
+            with _quiet_native_stderr():
+                self._reader = decord.VideoReader(path, num_threads=num_threads)
+                self.num_frames = len(self._reader)
+                self.fps = float(self._reader.get_avg_fps())
+                with decord.bridge.use_torch():
+                    first = self._reader[0] if self.num_frames else None
         except (decord.DECORDError, RuntimeError) as error:
             raise VideoDecodeError(path, f"decord: {error}") from error
         if first is None:
@@ -133,6 +214,7 @@ class PyAVReader(VideoReader):
     """
 
     def __init__(self, path: str, num_threads: int = 1):
+        _ensure_decoder_log_level()
         self.path = path
         self._num_threads = num_threads
         self._container = None
@@ -341,7 +423,8 @@ def open_video(
             reader = PyAVReader(path, num_threads=num_threads)
         except VideoDecodeError as pyav_error:
             raise VideoDecodeError(path, f"{decord_error.reason}; {pyav_error.reason}") from pyav_error
-        logger.info("decord could not open %s (%s); using PyAV", path, decord_error.reason)
+        # Debug level: this happens on every open of such a file (raw H.264 streams, some broken files).
+        logger.debug("decord could not open %s (%s); using PyAV", path, decord_error.reason)
         return reader
 
 

@@ -15,6 +15,8 @@ import torch
 from fvcore.common.config import CfgNode
 from iopath.common.file_io import g_pathmgr
 
+from hiera_video.data.demo import read_manifest, write_demo_dataset
+from hiera_video.data.video_io import set_decoder_log_level
 from hiera_video.engine import checkpoint as ckpt
 from hiera_video.engine import distributed as du
 from hiera_video.engine.logging import log_json_stats, setup_logging
@@ -47,15 +49,22 @@ def seed_process(cfg: CfgNode, rank: int) -> None:
 
 
 def prepare_demo_data(cfg: CfgNode, ctx: du.DistContext) -> None:
-    """With DATA.DEMO_DATASET, writes the built-in demo videos when PATH_TO_DATA_DIR holds no CSV lists."""
+    """With DATA.DEMO_DATASET, makes sure PATH_TO_DATA_DIR holds the demo videos of seed DATA.DEMO_SEED.
+
+    Writes them into a missing or empty folder. A demo folder of this seed (any size) or a folder with a
+    train.csv of its own (a user's dataset) is used as it is; a demo folder of another seed is refused.
+    """
     root = cfg.DATA.PATH_TO_DATA_DIR
-    if not cfg.DATA.DEMO_DATASET or g_pathmgr.exists(os.path.join(root, "train.csv")):
+    if not cfg.DATA.DEMO_DATASET:
+        return
+    manifest = read_manifest(root)
+    if manifest is None and g_pathmgr.exists(os.path.join(root, "train.csv")):
+        return
+    if manifest is not None and manifest["seed"] == cfg.DATA.DEMO_SEED:
         return
     if ctx.is_main:
-        from hiera_video.data.demo import write_demo_dataset
-
-        logger.info("No train.csv in %s: writing the demo dataset there", root)
-        write_demo_dataset(root)
+        logger.info("Writing the demo dataset (DATA.DEMO_SEED %d) into %s", cfg.DATA.DEMO_SEED, root)
+        write_demo_dataset(root, seed=cfg.DATA.DEMO_SEED)
     du.barrier()
 
 
@@ -86,6 +95,7 @@ def log_model_info(model: torch.nn.Module, input_shape: tuple[int, ...]) -> None
 def run(ctx: du.DistContext, cfg: CfgNode) -> dict[str, Any]:
     """Train and/or test `cfg` in this process; returns the test statistics (rank 0) or {}."""
     setup_logging(cfg.OUTPUT_DIR, ctx.rank)
+    set_decoder_log_level(cfg.DATA.DECODER_LOG_LEVEL)  # data-loader workers inherit it
     g_pathmgr.mkdirs(cfg.OUTPUT_DIR)
     if ctx.is_main:
         logger.info("Running with %d process(es), device %s. Config:\n%s", ctx.world_size, ctx.device, cfg.dump())
