@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from hiera_video.config import load_config
-from hiera_video.engine import distributed as du
+from hiera_video.engine import launch
+from hiera_video.utils import distributed as du
 from hiera_video.engine.logging import read_json_stats
 from hiera_video.engine.runner import run
 from hiera_video.models.complexity import count_gmacs
@@ -146,9 +147,9 @@ def single_process():
     # shared cores are busy (steps measured 100x slower).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    ctx = du.init_distributed(rank=0, world_size=1, use_cuda=False)
+    ctx = launch.init_distributed(rank=0, world_size=1, use_cuda=False)
     yield ctx
-    du.destroy_distributed()
+    du.destroy_process_group()
     torch.set_num_threads(threads)
 
 

@@ -1,4 +1,5 @@
-"""hiera_video.engine.distributed: real gloo process groups on the CPU, launcher detection, seeds."""
+"""hiera_video.engine.launch and hiera_video.utils.distributed: real gloo process groups on the CPU, launcher
+detection, seeds."""
 import json
 import os
 import subprocess
@@ -11,7 +12,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from hiera_video.engine import distributed as du
+from hiera_video.engine import launch
+from hiera_video.utils import distributed as du
+from hiera_video.utils.seeding import seed_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
@@ -24,22 +27,21 @@ def no_launcher_env(monkeypatch):
     for name in list(os.environ):
         if name in LAUNCHER_VARS or name.startswith("SLURM_"):
             monkeypatch.delenv(name)
-    du.destroy_distributed()
+    du.destroy_process_group()
     yield monkeypatch
-    du.destroy_distributed()
+    du.destroy_process_group()
 
 
 # ------------------------------------------------------------------------------ functions run in children
 def _collectives(ctx: du.DistContext, base: float) -> dict:
-    again = du.init_distributed()
+    again = launch.init_distributed()
     mean = du.all_reduce_mean(torch.tensor([base * (ctx.rank + 1), 10.0 * ctx.rank]))
     int_mean = du.all_reduce_mean(torch.tensor([ctx.rank], dtype=torch.int64))
     du.barrier()
     return {
         "rank": ctx.rank, "world_size": ctx.world_size, "local_rank": ctx.local_rank,
         "local_world_size": ctx.local_world_size, "backend": ctx.backend, "device": str(ctx.device),
-        "is_main": ctx.is_main, "same_context": again is ctx, "helpers": [du.get_rank(), du.get_world_size(),
-                                                                         du.is_main_process()],
+        "is_main": ctx.is_main, "same_context": again is ctx,
         "mean": mean.tolist(), "int_mean": [int_mean.item(), str(int_mean.dtype)],
         "gathered": du.all_gather_object({"rank": ctx.rank, "name": f"proc{ctx.rank}"}),
         "broadcast": du.broadcast_object(f"made by rank {ctx.rank}", src=1),
@@ -64,12 +66,11 @@ def _rank_and_sum(ctx: du.DistContext) -> list:
 
 # ---------------------------------------------------------------------------------------------- tests
 def test_two_gloo_processes_share_means_objects_and_broadcasts(no_launcher_env):
-    results = du.launch_local(_collectives, 2, args=(2.0,))
+    results = launch.launch_local(_collectives, 2, args=(2.0,))
     assert [r["rank"] for r in results] == [0, 1]
     for r in results:
         assert (r["world_size"], r["local_world_size"], r["backend"], r["device"]) == (2, 2, "gloo", "cpu")
         assert r["local_rank"] == r["rank"] and r["is_main"] == (r["rank"] == 0)
-        assert r["helpers"] == [r["rank"], 2, r["rank"] == 0]
         assert r["same_context"]
         assert r["mean"] == [3.0, 5.0]  # mean of [2, 0] and [4, 10]
         assert r["int_mean"] == [0.5, "torch.float64"]
@@ -80,24 +81,24 @@ def test_two_gloo_processes_share_means_objects_and_broadcasts(no_launcher_env):
 
 def test_exception_in_one_child_fails_the_launch_without_hanging(no_launcher_env):
     start = time.monotonic()
-    with pytest.raises(du.LocalLaunchError, match=r"(?s)local process 1 of 2 \(rank 1\) failed first.*boom on rank 1"):
-        du.launch_local(_fail_on_rank_one, 2, timeout_minutes=5)
+    with pytest.raises(launch.LocalLaunchError, match=r"(?s)local process 1 of 2 \(rank 1\) failed first.*boom on rank 1"):
+        launch.launch_local(_fail_on_rank_one, 2, timeout_minutes=5)
     assert time.monotonic() - start < 60  # far below the 5-minute collective timeout rank 0 was waiting on
 
 
 def test_child_dying_without_traceback_fails_the_launch(no_launcher_env):
     start = time.monotonic()
-    with pytest.raises(du.LocalLaunchError, match="process 1 terminated with exit code 3"):
-        du.launch_local(_exit_without_traceback_on_rank_one, 2, timeout_minutes=5)
+    with pytest.raises(launch.LocalLaunchError, match="process 1 terminated with exit code 3"):
+        launch.launch_local(_exit_without_traceback_on_rank_one, 2, timeout_minutes=5)
     assert time.monotonic() - start < 45
 
 
 def test_two_shards_form_one_group(no_launcher_env):
-    init_method = f"tcp://127.0.0.1:{du._free_local_port()}"
+    init_method = f"tcp://127.0.0.1:{launch._free_local_port()}"
     results = {}
 
     def run_shard(shard_id: int) -> None:
-        results[shard_id] = du.launch_local(_rank_and_sum, 1, init_method=init_method, num_shards=2,
+        results[shard_id] = launch.launch_local(_rank_and_sum, 1, init_method=init_method, num_shards=2,
                                             shard_id=shard_id, timeout_minutes=1)
 
     threads = [threading.Thread(target=run_shard, args=(shard,)) for shard in (0, 1)]
@@ -111,14 +112,15 @@ def test_two_shards_form_one_group(no_launcher_env):
 def test_torchrun_environment_is_detected(no_launcher_env, tmp_path):
     script = textwrap.dedent("""
         import json, torch
-        from hiera_video.engine import distributed as du
-        ctx = du.init_distributed(timeout_minutes=1)
+        from hiera_video.engine import launch
+        from hiera_video.utils import distributed as du
+        ctx = launch.init_distributed(timeout_minutes=1)
         mean = du.all_reduce_mean(torch.tensor([float(ctx.rank)])).item()
         print(json.dumps([ctx.rank, ctx.world_size, ctx.local_rank, ctx.local_world_size, ctx.backend,
-                          ctx.launcher, du.launched_externally(), mean]))
-        du.destroy_distributed()
+                          ctx.launcher, launch.launched_externally(), mean]))
+        du.destroy_process_group()
     """)
-    port = str(du._free_local_port())
+    port = str(launch._free_local_port())
     procs = []
     for rank in (0, 1):
         env = dict(os.environ, RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2",
@@ -138,67 +140,66 @@ def test_slurm_step_environment_is_detected(no_launcher_env):
            "SLURM_NTASKS": "8", "SLURM_JOB_NUM_NODES": "2", "SLURM_NODEID": "1", "SLURM_JOB_NODELIST": "gpu[07-08]"}
     for name, value in env.items():
         no_launcher_env.setenv(name, value)
-    spec = du.detect_launch()
+    spec = launch.detect_launch()
     assert spec == du.LaunchSpec(rank=5, world_size=8, local_rank=1, local_world_size=4,
                                  init_method=f"tcp://gpu07:{20000 + 123456 % 20000}", launcher="slurm")
-    assert du.launched_externally()
+    assert launch.launched_externally()
     no_launcher_env.setenv("MASTER_PORT", "29999")
-    assert du.detect_launch().init_method == "tcp://gpu07:29999"
+    assert launch.detect_launch().init_method == "tcp://gpu07:29999"
 
 
 def test_slurm_batch_script_is_a_single_process(no_launcher_env):
     # sbatch's own shell has SLURM_PROCID and SLURM_NTASKS but is not one of the srun tasks.
     for name, value in {"SLURM_JOB_ID": "7", "SLURM_PROCID": "0", "SLURM_NTASKS": "4"}.items():
         no_launcher_env.setenv(name, value)
-    assert du.detect_launch().launcher == "single"
-    assert not du.launched_externally()
+    assert launch.detect_launch().launcher == "single"
+    assert not launch.launched_externally()
 
 
 def test_single_process_creates_no_process_group(no_launcher_env):
-    ctx = du.init_distributed(use_cuda=False)
+    ctx = launch.init_distributed(use_cuda=False)
     assert (ctx.rank, ctx.world_size, ctx.backend, ctx.launcher, ctx.is_main) == (0, 1, None, "single", True)
     assert not dist.is_initialized()
-    assert du.init_distributed() is ctx
+    assert launch.init_distributed() is ctx
     values = torch.tensor([1.0, 2.0])
     mean = du.all_reduce_mean(values)
     assert torch.equal(mean, values) and mean is not values
     assert du.all_gather_object({"a": 1}) == [{"a": 1}]
     assert du.broadcast_object("x") == "x"
     du.barrier()
-    assert (du.get_rank(), du.get_world_size(), du.is_main_process()) == (0, 1, True)
     with pytest.raises(ValueError, match="already initialised as rank 0 of 1"):
-        du.init_distributed(rank=1, world_size=2)
+        launch.init_distributed(rank=1, world_size=2)
 
 
 def test_bad_launch_arguments_fail_clearly(no_launcher_env):
     with pytest.raises(ValueError, match="pass both rank and world_size"):
-        du.init_distributed(rank=0)
+        launch.init_distributed(rank=0)
     with pytest.raises(ValueError, match="MASTER_ADDR and MASTER_PORT"):
-        du.init_distributed(rank=0, world_size=2, use_cuda=False)
+        launch.init_distributed(rank=0, world_size=2, use_cuda=False)
     with pytest.raises(ValueError, match="rank 3 is outside world size 2"):
-        du.init_distributed(rank=3, world_size=2, init_method="tcp://127.0.0.1:1", use_cuda=False)
+        launch.init_distributed(rank=3, world_size=2, init_method="tcp://127.0.0.1:1", use_cuda=False)
     with pytest.raises(ValueError, match="rank 1 is outside world size 1"):
-        du.init_distributed(rank=1, world_size=1, use_cuda=False)
+        launch.init_distributed(rank=1, world_size=1, use_cuda=False)
     no_launcher_env.setenv("RANK", "zero")
     no_launcher_env.setenv("WORLD_SIZE", "2")
     with pytest.raises(ValueError, match="RANK='zero' is not an integer"):
-        du.detect_launch()
+        launch.detect_launch()
     assert not dist.is_initialized()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on machines without CUDA")
 def test_asking_for_cuda_without_cuda_fails_clearly(no_launcher_env):
     with pytest.raises(RuntimeError, match="no CUDA device"):
-        du.init_distributed(use_cuda=True)
+        launch.init_distributed(use_cuda=True)
 
 
 def test_seeds_differ_per_rank_and_worker_and_are_reproducible():
-    seeds = {(rank, worker): du.seed_for(rank, 42, worker) for rank in range(4) for worker in range(4)}
+    seeds = {(rank, worker): seed_for(rank, 42, worker) for rank in range(4) for worker in range(4)}
     assert len(set(seeds.values())) == 16
-    assert seeds == {(rank, worker): du.seed_for(rank, 42, worker) for rank in range(4) for worker in range(4)}
-    assert du.seed_for(1, 0) != du.seed_for(0, 1)  # not base_seed + rank
-    assert du.seed_for(0, 42) == seeds[(0, 0)]
+    assert seeds == {(rank, worker): seed_for(rank, 42, worker) for rank in range(4) for worker in range(4)}
+    assert seed_for(1, 0) != seed_for(0, 1)  # not base_seed + rank
+    assert seed_for(0, 42) == seeds[(0, 0)]
     assert all(0 <= s < 2**63 for s in seeds.values())
-    torch.manual_seed(du.seed_for(3, 42, 2))  # usable as a torch seed
+    torch.manual_seed(seed_for(3, 42, 2))  # usable as a torch seed
     with pytest.raises(ValueError, match="rank=-1"):
-        du.seed_for(-1, 0)
+        seed_for(-1, 0)

@@ -8,8 +8,10 @@ import re
 import pytest
 import torch
 
-from hiera_video.engine.logging import (MetricLogger, ProgressReporter, ScalarMeter, TensorboardWriter, eta_string,
-                                        log_json_stats, memory_string, read_json_stats, setup_logging)
+from hiera_video.engine.logging import (TensorboardWriter, log_json_stats, memory_string, read_json_stats,
+                                        setup_logging)
+from hiera_video.utils.meters import MetricLogger, ScalarMeter
+from hiera_video.utils.progress import ProgressReporter, eta_string
 
 
 @pytest.fixture
@@ -127,7 +129,7 @@ def test_progress_without_tty_logs_plain_lines_every_period(caplog):
     with ProgressReporter(total=7, desc="val", period=3, stream=stream) as progress:
         for _ in range(7):
             progress.update(loss=0.123456)
-    messages = [r.getMessage() for r in caplog.records if r.name == "hiera_video.engine.logging"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "hiera_video.utils.progress"]
     assert [m.split("  ")[0] for m in messages] == ["val: 3/7", "val: 6/7", "val: 7/7"]
     assert "loss 0.1235" in messages[0] and "eta" in messages[0]
     assert stream.getvalue() == "" and not any("\r" in m for m in messages)
@@ -138,7 +140,7 @@ def test_progress_of_a_resumed_epoch_starts_at_initial(caplog):
     with ProgressReporter(total=10, desc="epoch 2/5", period=4, stream=io.StringIO(), initial=6) as progress:
         for _ in range(4):
             progress.update()
-    messages = [r.getMessage().split("  ")[0] for r in caplog.records if r.name == "hiera_video.engine.logging"]
+    messages = [r.getMessage().split("  ")[0] for r in caplog.records if r.name == "hiera_video.utils.progress"]
     assert messages == ["epoch 2/5: 8/10", "epoch 2/5: 10/10"]
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hiera_video.config import load_config
-from hiera_video.engine.distributed import DistContext
+from hiera_video.utils.distributed import DistContext
 from hiera_video.tasks import build_task
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

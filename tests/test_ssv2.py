@@ -13,7 +13,8 @@ import torch
 from hiera_video.config import load_config
 from hiera_video.data.loader import SampleKey
 from hiera_video.data.ssv2 import build_ssv2, mirror_labels
-from hiera_video.engine import distributed as du
+from hiera_video.engine import launch
+from hiera_video.utils import distributed as du
 from hiera_video.engine.logging import read_json_stats
 from hiera_video.engine.runner import run
 from hiera_video.models.build import build_model
@@ -341,9 +342,9 @@ def test_unknown_layout_or_missing_video_folder_is_refused(release):
 # ------------------------------------------------------------------------------------------------ end to end
 @pytest.fixture
 def single_process():
-    ctx = du.init_distributed(rank=0, world_size=1, use_cuda=False)
+    ctx = launch.init_distributed(rank=0, world_size=1, use_cuda=False)
     yield ctx
-    du.destroy_distributed()
+    du.destroy_process_group()
 
 
 def test_fine_tunes_from_an_mae_checkpoint_and_runs_the_multi_view_test(release, tmp_path, single_process):

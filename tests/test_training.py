@@ -8,7 +8,8 @@ import torch
 
 from hiera_video.config import load_config
 from hiera_video.data.demo import write_demo_dataset
-from hiera_video.engine import distributed as du
+from hiera_video.engine import launch
+from hiera_video.utils import distributed as du
 from hiera_video.engine.checkpoint import find_latest_checkpoint, load_checkpoint
 from hiera_video.engine.logging import read_json_stats
 from hiera_video.engine.preemption import StopRequested
@@ -43,9 +44,9 @@ def tiny_cfg(dataset_root, output_dir, *opts, task="classification"):
 
 @pytest.fixture
 def single_process():
-    ctx = du.init_distributed(rank=0, world_size=1, use_cuda=False)
+    ctx = launch.init_distributed(rank=0, world_size=1, use_cuda=False)
     yield ctx
-    du.destroy_distributed()
+    du.destroy_process_group()
 
 
 def final_weights(output_dir):

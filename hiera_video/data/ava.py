@@ -48,7 +48,7 @@ from torchvision.transforms import v2
 from hiera_video.data.clip_dataset import load_with_replacement
 from hiera_video.data.loader import SampleKey
 from hiera_video.data.video_io import VideoDecodeError, open_video
-from hiera_video.evaluation.ava import BadRowReport
+from hiera_video.utils.reports import BadRowReport
 
 logger = logging.getLogger(__name__)
 

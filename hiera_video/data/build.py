@@ -10,7 +10,7 @@ from hiera_video.data.ava import build_ava
 from hiera_video.data.kinetics import build_kinetics
 from hiera_video.data.loader import ResumableSampler, build_loader, collate_samples
 from hiera_video.data.ssv2 import build_ssv2
-from hiera_video.engine.distributed import DistContext
+from hiera_video.utils.distributed import DistContext
 
 # Dataset name (TRAIN.DATASET / TEST.DATASET) -> builder(cfg, split).
 DATASETS: dict[str, Callable[[CfgNode, str], Dataset]] = {"kinetics": build_kinetics, "ssv2": build_ssv2,

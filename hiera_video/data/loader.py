@@ -14,18 +14,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from hiera_video.utils.seeding import derive_seed
+
 
 class SampleKey(NamedTuple):
     """What a dataset's __getitem__ receives: the sample index and a seed for its random choices."""
 
     index: int
     seed: int
-
-
-def sample_seed(base_seed: int, epoch: int, position: int) -> int:
-    """A 63-bit seed for one sample draw, a pure function of its arguments."""
-    return int(np.random.SeedSequence([base_seed, epoch, position]).generate_state(2, np.uint32).view(np.uint64)[0]
-               >> np.uint64(1))
 
 
 class ResumableSampler(Sampler[SampleKey]):
@@ -69,7 +65,7 @@ class ResumableSampler(Sampler[SampleKey]):
     def __iter__(self) -> Iterator[SampleKey]:
         order = self._global_order()
         for position in self._positions()[self.start_sample:]:
-            yield SampleKey(int(order[position]), sample_seed(self.seed, self.epoch, int(position)))
+            yield SampleKey(int(order[position]), derive_seed(self.seed, self.epoch, int(position)))
 
     def __len__(self) -> int:
         return max(0, len(self._positions()) - self.start_sample)

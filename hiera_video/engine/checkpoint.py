@@ -22,7 +22,7 @@ from iopath.common.file_io import g_pathmgr as PathManager
 from torch import nn
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
-from hiera_video.engine.atomic import atomic_open
+from hiera_video.utils.atomic import atomic_open
 
 logger = logging.getLogger(__name__)
 

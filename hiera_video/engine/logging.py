@@ -1,24 +1,19 @@
-"""Run logging: stdout/stdout.log setup per rank, PySlowFast-style `json_stats` lines, smoothed metrics,
-tensorboard scalars, progress reporting, and ETA/memory strings."""
+"""Run logging: stdout/stdout.log setup per rank, PySlowFast-style `json_stats` lines, tensorboard scalars, and
+the memory string. Smoothed metrics and progress reporting are in hiera_video.utils (meters, progress)."""
 from __future__ import annotations
 
-import datetime
 import decimal
 import logging
 import math
 import os
 import resource
-import statistics
 import sys
-import time
-from collections import deque
-from typing import Any, Mapping, TextIO
+from typing import Any, Mapping
 
 import numpy as np
 import simplejson
 import torch
 from iopath.common.file_io import g_pathmgr as PathManager
-from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
 
@@ -110,84 +105,6 @@ def read_json_stats(path: str) -> list[dict]:
     return records
 
 
-class ScalarMeter:
-    """One metric: median and mean over the last `window_size` values, and a weighted global average."""
-
-    def __init__(self, window_size: int = 20) -> None:
-        if window_size < 1:
-            raise ValueError(f"window_size must be >= 1, got {window_size}")
-        self._window: deque[float] = deque(maxlen=window_size)
-        self.total = 0.0
-        self.count = 0
-
-    def reset(self) -> None:
-        """Forget all values."""
-        self._window.clear()
-        self.total = 0.0
-        self.count = 0
-
-    def update(self, value: float, n: int = 1) -> None:
-        """Add `value`, weighted by `n` (e.g. the batch size) in the global average."""
-        value = float(value)
-        self._window.append(value)
-        self.total += value * n
-        self.count += n
-
-    @property
-    def latest(self) -> float:
-        return self._window[-1] if self._window else math.nan
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self._window) if self._window else math.nan
-
-    @property
-    def avg(self) -> float:
-        return statistics.fmean(self._window) if self._window else math.nan
-
-    @property
-    def global_avg(self) -> float:
-        return self.total / self.count if self.count else math.nan
-
-
-class MetricLogger:
-    """Named ScalarMeters created on first update (loss, dt, dt_data, dt_net, top1_err, ...)."""
-
-    def __init__(self, window_size: int = 20) -> None:
-        self.window_size = window_size
-        self.meters: dict[str, ScalarMeter] = {}
-
-    def update(self, n: int = 1, **values: float) -> None:
-        """Add one value per metric, each weighted by `n` in the global averages."""
-        for name, value in values.items():
-            self.meters.setdefault(name, ScalarMeter(self.window_size)).update(value, n)
-
-    def __getitem__(self, name: str) -> ScalarMeter:
-        if name not in self.meters:
-            raise KeyError(f"No metric '{name}'; logged metrics: {sorted(self.meters)}")
-        return self.meters[name]
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.meters
-
-    def median(self, name: str) -> float:
-        """Window median of one metric."""
-        return self[name].median
-
-    def medians(self) -> dict[str, float]:
-        """Window median of every metric (for per-iteration logs)."""
-        return {name: meter.median for name, meter in self.meters.items()}
-
-    def global_averages(self) -> dict[str, float]:
-        """Weighted average of every metric since the last reset (for per-epoch logs)."""
-        return {name: meter.global_avg for name, meter in self.meters.items()}
-
-    def reset(self) -> None:
-        """Forget all values (the metric names stay)."""
-        for meter in self.meters.values():
-            meter.reset()
-
-
 class TensorboardWriter:
     """Scalars to tensorboard; every method is a no-op when disabled or without a log_dir."""
 
@@ -229,13 +146,6 @@ class TensorboardWriter:
         self.close()
 
 
-def eta_string(seconds: float) -> str:
-    """Seconds as `H:MM:SS` (`D days, H:MM:SS` past a day); "unknown" when not finite."""
-    if not math.isfinite(seconds):
-        return "unknown"
-    return str(datetime.timedelta(seconds=int(round(max(0.0, seconds)))))
-
-
 def memory_string() -> str:
     """Peak memory in GB, e.g. "3.52G": CUDA max allocated when CUDA is available, else the process's max RSS."""
     if torch.cuda.is_available():
@@ -243,57 +153,3 @@ def memory_string() -> str:
     max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     rss_bytes = max_rss if sys.platform == "darwin" else max_rss * 1024  # Linux reports KiB, macOS bytes
     return f"{rss_bytes / 1024 ** 3:.2f}G"
-
-
-class ProgressReporter:
-    """Progress over `total` iterations: a tqdm bar when the stream is a TTY, otherwise a plain log line every
-    `period` iterations and at the end (so log files get no terminal control characters)."""
-
-    def __init__(self, total: int, desc: str, enabled: bool = True, period: int = 50,
-                 stream: TextIO | None = None, initial: int = 0) -> None:
-        """`initial`: iterations already done (a resumed epoch); they do not count towards the speed."""
-        if period < 1:
-            raise ValueError(f"period must be >= 1, got {period}")
-        self.total = total
-        self.desc = desc
-        self.enabled = enabled
-        self.period = period
-        self.n = self.initial = initial
-        self._start = time.monotonic()
-        stream = stream or sys.stdout
-        is_tty = getattr(stream, "isatty", lambda: False)()
-        self._bar = (tqdm(total=total, desc=desc, file=stream, dynamic_ncols=True, initial=initial)
-                     if enabled and is_tty else None)
-
-    def update(self, n: int = 1, **postfix: Any) -> None:
-        """Advance by `n` iterations; `postfix` values (loss=..., lr=...) are shown next to the count."""
-        before, self.n = self.n, self.n + n
-        if not self.enabled:
-            return
-        if self._bar is not None:
-            if postfix:
-                self._bar.set_postfix(postfix, refresh=False)
-            self._bar.update(n)
-        elif self.n // self.period > before // self.period or self.n == self.total:
-            logger.info(self._line(postfix))
-
-    def _line(self, postfix: Mapping[str, Any]) -> str:
-        elapsed = time.monotonic() - self._start
-        done_here = self.n - self.initial
-        remaining = elapsed / done_here * (self.total - self.n) if done_here > 0 else math.inf
-        parts = [f"{self.desc}: {self.n}/{self.total}", f"elapsed {eta_string(elapsed)}",
-                 f"eta {eta_string(remaining)}"]
-        parts += [f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
-                  for key, value in postfix.items()]
-        return "  ".join(parts)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-
-    def __enter__(self) -> ProgressReporter:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()

@@ -12,7 +12,8 @@ import signal
 import threading
 
 import torch
-import torch.distributed as dist
+
+from hiera_video.utils.distributed import any_rank
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +55,7 @@ class StopFlag:
 
     def agreed(self, device: torch.device) -> bool:
         """True on every rank as soon as any rank received a stop signal (a collective: call it on all ranks)."""
-        if not (dist.is_available() and dist.is_initialized()):
-            return bool(self.signal_name)
-        raised = torch.tensor([1.0 if self.signal_name else 0.0], device=device)
-        dist.all_reduce(raised, op=dist.ReduceOp.MAX)
-        if raised.item() and not self.signal_name:
+        raised = any_rank(bool(self.signal_name), device)
+        if raised and not self.signal_name:
             self.signal_name = "SIGTERM(other rank)"
-        return bool(raised.item())
+        return raised

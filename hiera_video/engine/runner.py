@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 from typing import Any
 
-import numpy as np
 import torch
 from fvcore.common.config import CfgNode
 from iopath.common.file_io import g_pathmgr
@@ -18,12 +16,14 @@ from iopath.common.file_io import g_pathmgr
 from hiera_video.data.demo import read_manifest, write_demo_dataset
 from hiera_video.data.video_io import set_decoder_log_level
 from hiera_video.engine import checkpoint as ckpt
-from hiera_video.engine import distributed as du
+from hiera_video.engine import launch as launcher
 from hiera_video.engine.logging import log_json_stats, setup_logging
 from hiera_video.engine.trainer import Trainer
 from hiera_video.models.complexity import count_gmacs, count_params
 from hiera_video.models.weights import load_pretrained, load_state_file
 from hiera_video.tasks import build_task
+from hiera_video.utils import distributed as du
+from hiera_video.utils.seeding import seed_everything, seed_for
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +42,7 @@ def check_layout(cfg: CfgNode, world_size: int) -> None:
 
 def seed_process(cfg: CfgNode, rank: int) -> None:
     """Per-rank seeds derived from RNG_SEED: reproducible runs whose ranks draw different random numbers."""
-    seed = du.seed_for(rank, cfg.RNG_SEED)
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    seed_everything(seed_for(rank, cfg.RNG_SEED))
 
 
 def prepare_demo_data(cfg: CfgNode, ctx: du.DistContext) -> None:
@@ -125,16 +122,16 @@ def launch(cfg: CfgNode, init_method: str | None = None) -> dict[str, Any]:
     """Runs `cfg` with the processes this machine should start: one per GPU (NUM_GPUS), NUM_CPU_PROCS on the CPU,
     or just this one under torchrun / Slurm, where the launcher started every process already."""
     procs = cfg.NUM_GPUS if cfg.NUM_GPUS > 0 else cfg.NUM_CPU_PROCS
-    external = du.launched_externally()
+    external = launcher.launched_externally()
     if not external:
         check_layout(cfg, procs * cfg.NUM_SHARDS)
     if external or procs * cfg.NUM_SHARDS == 1:
-        ctx = du.init_distributed(use_cuda=cfg.NUM_GPUS > 0, timeout_minutes=cfg.DIST_TIMEOUT_MINUTES)
+        ctx = launcher.init_distributed(use_cuda=cfg.NUM_GPUS > 0, timeout_minutes=cfg.DIST_TIMEOUT_MINUTES)
         try:
             return run(ctx, cfg)
         finally:
-            du.destroy_distributed()
-    results = du.launch_local(run, procs, args=(cfg,), init_method=init_method, num_shards=cfg.NUM_SHARDS,
-                              shard_id=cfg.SHARD_ID, use_cuda=cfg.NUM_GPUS > 0,
-                              timeout_minutes=cfg.DIST_TIMEOUT_MINUTES)
+            du.destroy_process_group()
+    results = launcher.launch_local(run, procs, args=(cfg,), init_method=init_method, num_shards=cfg.NUM_SHARDS,
+                                    shard_id=cfg.SHARD_ID, use_cuda=cfg.NUM_GPUS > 0,
+                                    timeout_minutes=cfg.DIST_TIMEOUT_MINUTES)
     return results[0] if results else {}

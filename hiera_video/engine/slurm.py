@@ -17,9 +17,10 @@ from typing import Any
 import submitit
 from fvcore.common.config import CfgNode
 
-from hiera_video.engine import distributed as du
+from hiera_video.engine.launch import init_distributed
 from hiera_video.engine.preemption import StopRequested
 from hiera_video.engine.runner import run
+from hiera_video.utils.distributed import destroy_process_group
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class SlurmJob(submitit.helpers.Checkpointable):
     def __call__(self) -> dict[str, Any]:
         cfg = CfgNode.load_cfg(self.cfg_yaml)
         cfg.freeze()
-        ctx = du.init_distributed(use_cuda=self.use_cuda, timeout_minutes=cfg.DIST_TIMEOUT_MINUTES)
+        ctx = init_distributed(use_cuda=self.use_cuda, timeout_minutes=cfg.DIST_TIMEOUT_MINUTES)
         if restart_count():
             logger.warning("Slurm restart %d of job %s: resuming from %s", restart_count(),
                            os.environ.get("SLURM_JOB_ID"), cfg.OUTPUT_DIR)
@@ -70,4 +71,4 @@ class SlurmJob(submitit.helpers.Checkpointable):
             sys.exit(-1)
         finally:
             # Leaving a gloo/NCCL group alive at interpreter exit aborts the process ("terminate called ...").
-            du.destroy_distributed()
+            destroy_process_group()

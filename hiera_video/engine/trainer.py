@@ -19,13 +19,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 from hiera_video.data.build import build_train_loader
 from hiera_video.engine import checkpoint as ckpt
-from hiera_video.engine import distributed as du
-from hiera_video.engine.logging import MetricLogger, ProgressReporter, TensorboardWriter, eta_string, \
-    log_json_stats, memory_string
+from hiera_video.utils import distributed as du
+from hiera_video.engine.logging import TensorboardWriter, log_json_stats, memory_string
 from hiera_video.engine.optim import build_optimizer, lr_at, scaled_lr, set_lr
 from hiera_video.engine.preemption import StopFlag, StopRequested
 from hiera_video.models.weights import load_pretrained, load_state_file
 from hiera_video.tasks.base import Task
+from hiera_video.utils.meters import MetricLogger
+from hiera_video.utils.progress import ProgressReporter, eta_string
 
 logger = logging.getLogger(__name__)
 

@@ -45,13 +45,13 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 from iopath.common.file_io import g_pathmgr
 
-from hiera_video.engine.atomic import atomic_open
+from hiera_video.utils.atomic import atomic_open
+from hiera_video.utils.reports import LOCATIONS_SHOWN, BadRowReport
 
 __all__ = [
     "AvaBoxes",
     "AvaFormatError",
     "AvaResult",
-    "BadRowReport",
     "DETECTIONS_PER_KEYFRAME",
     "IOU_THRESHOLD",
     "evaluate_files",
@@ -67,7 +67,6 @@ __all__ = [
 IOU_THRESHOLD = 0.5
 DETECTIONS_PER_KEYFRAME = 50  # the official cap, across classes
 _CHUNK_CHARS = 1 << 22  # text parsed at once (~80k rows); larger pieces spend more time in page faults
-_LOCATIONS_SHOWN = 5  # file:line locations a bad-row warning names; the rest are counted
 
 logger = logging.getLogger(__name__)
 
@@ -105,35 +104,6 @@ class AvaResult:
             "mAP": None if np.isnan(self.map) else self.map,
             "per_class": {str(class_id): dict(entry) for class_id, entry in self.per_class.items()},
         }
-
-
-class BadRowReport:
-    """Rows of one file with unusable values, logged as one warning per problem: the count and the first few
-    `file:line` locations (a box list can have thousands of bad rows; a warning each would bury the log)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._counts: dict[str, int] = {}
-        self._locations: dict[str, list[str]] = {}
-
-    def needs_locations(self, problem: str) -> bool:
-        """Whether the warning for `problem` still has room for locations."""
-        return len(self._locations.get(problem, ())) < _LOCATIONS_SHOWN
-
-    def add(self, problem: str, count: int, locations: Sequence[tuple[int, str]] = ()) -> None:
-        """Count `count` more rows with `problem`; `locations` are (line number, what is wrong) of the first of
-        them, in file order."""
-        self._counts[problem] = self._counts.get(problem, 0) + count
-        shown = self._locations.setdefault(problem, [])
-        shown.extend(f"{self.path}:{line} ({detail})" for line, detail in locations[:_LOCATIONS_SHOWN - len(shown)])
-
-    def log(self, log: logging.Logger) -> None:
-        """One warning per problem: `<path>: <problem>: <count> row(s): <locations>[, and N more]`."""
-        for problem, count in self._counts.items():
-            shown = self._locations[problem]
-            more = f", and {count - len(shown)} more" if count > len(shown) else ""
-            log.warning("%s: %s: %d row%s: %s%s", self.path, problem, count, "" if count == 1 else "s",
-                        ", ".join(shown), more)
 
 
 # ----------------------------------------------------------------------------------------------- label map
@@ -384,7 +354,7 @@ def _screen_boxes(rows: _Rows, groundtruth: bool, report: BadRowReport,
             continue
         locations = []
         if report.needs_locations(problem):
-            first = bad_rows[:_LOCATIONS_SHOWN]
+            first = bad_rows[:LOCATIONS_SHOWN]
             details = ["x1,y1,x2,y2 = " + ",".join(f"{v:g}" for v in rows.boxes[row, [1, 0, 3, 2]].tolist())
                        for row in first.tolist()]
             locations = list(zip(line_numbers(first), details))

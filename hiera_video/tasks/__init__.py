@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from fvcore.common.config import CfgNode
 
-from hiera_video.engine.distributed import DistContext
+from hiera_video.utils.distributed import DistContext
 from hiera_video.tasks.base import Task
 from hiera_video.tasks.classification import ClassificationTask
 from hiera_video.tasks.detection import DetectionTask

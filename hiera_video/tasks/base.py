@@ -7,7 +7,7 @@ import torch
 from fvcore.common.config import CfgNode
 from torch import nn
 
-from hiera_video.engine.distributed import DistContext
+from hiera_video.utils.distributed import DistContext
 
 
 class Task:

@@ -12,9 +12,9 @@ from torch import nn
 
 from hiera_video.data.build import build_eval_loader
 from hiera_video.data.mixup import MixupCutmix
-from hiera_video.engine import distributed as du
-from hiera_video.engine.atomic import atomic_open
-from hiera_video.engine.logging import ProgressReporter
+from hiera_video.utils import distributed as du
+from hiera_video.utils.atomic import atomic_open
+from hiera_video.utils.progress import ProgressReporter
 from hiera_video.evaluation.classification import MultiViewAggregator, topk_errors
 from hiera_video.models.build import build_model
 from hiera_video.tasks.base import Task

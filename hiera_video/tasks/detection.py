@@ -21,8 +21,8 @@ from torch import nn
 
 from hiera_video.data.ava import VAL_SECOND_STEP
 from hiera_video.data.build import build_eval_loader
-from hiera_video.engine import distributed as du
-from hiera_video.engine.logging import ProgressReporter
+from hiera_video.utils import distributed as du
+from hiera_video.utils.progress import ProgressReporter
 from hiera_video.evaluation.ava import (evaluate_frame_map, read_detections, read_exclusions, read_groundtruth,
                                         read_labelmap, save_result_json, write_detections_csv)
 from hiera_video.models.build import model_overrides

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from hiera_video.data.build import build_eval_loader
-from hiera_video.engine import distributed as du
+from hiera_video.utils import distributed as du
 from hiera_video.models.build import build_model
 from hiera_video.tasks.base import Task
 

@@ -26,7 +26,8 @@ import pytest
 import submitit
 import torch
 
-from hiera_video.engine import distributed as du
+from hiera_video.engine import launch
+from hiera_video.utils import distributed as du
 
 REPO = Path(__file__).resolve().parents[2]
 ENDED_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
@@ -86,15 +87,15 @@ def task_identity() -> tuple[int, int, int, str]:
 
 
 def average_over_tasks() -> dict[str, Any]:
-    ctx = du.init_distributed(use_cuda=False, timeout_minutes=2)
+    ctx = launch.init_distributed(use_cuda=False, timeout_minutes=2)
     try:
         return {"rank": ctx.rank, "world_size": ctx.world_size, "local_rank": ctx.local_rank,
                 "local_world_size": ctx.local_world_size, "backend": ctx.backend, "launcher": ctx.launcher,
-                "init_method": du.detect_launch().init_method,
+                "init_method": launch.detect_launch().init_method,
                 "mean": du.all_reduce_mean(torch.tensor([float(ctx.rank)])).item(),
                 "gathered": du.all_gather_object(ctx.rank * 10)}
     finally:
-        du.destroy_distributed()
+        du.destroy_process_group()
 
 
 class StepCounter(submitit.helpers.Checkpointable):
@@ -165,7 +166,7 @@ def test_slurm_tasks_form_a_gloo_process_group(slurm_cluster, tmp_path, cancel_a
     job = slurm_executor(tmp_path, slurm_cluster, tasks_per_node=2).submit(average_over_tasks)
     cancel_at_exit.append(job.job_id)
     results = wait_for_results(job, 90)
-    port = du.SLURM_PORT_BASE + int(job.job_id) % du.SLURM_PORT_SPAN
+    port = launch.SLURM_PORT_BASE + int(job.job_id) % launch.SLURM_PORT_SPAN
     for rank, result in enumerate(results):
         assert result == {"rank": rank, "world_size": 2, "local_rank": rank, "local_world_size": 2,
                           "backend": "gloo", "launcher": "slurm", "init_method": f"tcp://{slurm_cluster.node}:{port}",

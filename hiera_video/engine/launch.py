@@ -1,4 +1,4 @@
-"""Process-group setup and the few collectives the rest of the code needs.
+"""Launching: where the processes of this job come from, and starting them on this machine.
 
 Where the processes come from, in the order `init_distributed` looks:
 1. explicit arguments (`launch_local` below, or a manual multi-machine launch with --init_method);
@@ -6,7 +6,7 @@ Where the processes come from, in the order `init_distributed` looks:
 3. Slurm, through submitit's JobEnvironment (submitit jobs, or any `srun` step): the rendezvous is on the first
    host of the allocation (where Slurm places task 0) at a port derived from the job id;
 4. otherwise a single process, which creates no process group at all.
-NCCL on CUDA, gloo on the CPU; every collective has a timeout, so a dead rank fails the job instead of hanging it.
+The process group, the DistContext and the collectives are hiera_video.utils.distributed.
 """
 from __future__ import annotations
 
@@ -16,55 +16,21 @@ import socket
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, replace
-from datetime import timedelta
+from dataclasses import replace
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import submitit
-import torch
-import torch.distributed as dist
 import torch.multiprocessing
-from torch.multiprocessing.spawn import ProcessException, ProcessExitedException
 from submitit.slurm.slurm import SlurmJobEnvironment
+from torch.multiprocessing.spawn import ProcessException, ProcessExitedException
+
+from hiera_video.utils.distributed import (DistContext, LaunchSpec, current_context, destroy_process_group,
+                                           init_process_group)
 
 # Slurm jobs without MASTER_PORT rendezvous on SLURM_PORT_BASE + job_id % SLURM_PORT_SPAN: jobs sharing a node
 # get different ports, and a requeued job (same id) the same one.
 SLURM_PORT_BASE = 20000
 SLURM_PORT_SPAN = 20000
-
-
-@dataclass(frozen=True)
-class LaunchSpec:
-    """Where this process sits in the job, as found in the arguments or the environment."""
-
-    rank: int
-    world_size: int
-    local_rank: int
-    local_world_size: int
-    init_method: str | None  # None for a single process
-    launcher: str  # "single", "arguments", "torchrun", "slurm" or "local" (submitit's local executor)
-
-
-@dataclass(frozen=True)
-class DistContext:
-    """This process's place in the job and the device it computes on."""
-
-    rank: int
-    world_size: int
-    local_rank: int
-    local_world_size: int
-    device: torch.device
-    backend: str | None  # "nccl", "gloo", or None when there is no process group (world size 1)
-    launcher: str
-
-    @property
-    def is_main(self) -> bool:
-        """True on global rank 0, the process that logs and writes shared files."""
-        return self.rank == 0
-
-
-_CONTEXT: DistContext | None = None
 
 
 # ----------------------------------------------------------------------------------------------- detection
@@ -117,32 +83,7 @@ def launched_externally() -> bool:
     return detect_launch().world_size > 1
 
 
-# ---------------------------------------------------------------------------------------------- init / exit
-def _select_device(use_cuda: bool, local_rank: int) -> torch.device:
-    if not use_cuda:
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise RuntimeError("use_cuda=True but torch sees no CUDA device (run on the CPU with NUM_GPUS 0)")
-    count = torch.cuda.device_count()
-    # One visible device means the launcher already gave each process its own GPU (CUDA_VISIBLE_DEVICES,
-    # srun --gpus-per-task); otherwise local rank i takes device i.
-    index = 0 if count == 1 else local_rank
-    if index >= count:
-        raise RuntimeError(f"local rank {local_rank} has no CUDA device: only {count} are visible")
-    torch.cuda.set_device(index)
-    return torch.device("cuda", index)
-
-
-def _check_launch(spec: LaunchSpec) -> None:
-    if not 0 <= spec.rank < spec.world_size:
-        raise ValueError(f"rank {spec.rank} is outside world size {spec.world_size} (launcher: {spec.launcher})")
-    if spec.world_size > 1 and spec.init_method == "env://":
-        missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
-        if missing:
-            raise ValueError(f"init_method env:// needs {' and '.join(missing)} in the environment "
-                             f"(rank {spec.rank} of {spec.world_size}); or pass init_method='tcp://host:port'")
-
-
+# ------------------------------------------------------------------------------------------------------ init
 def init_distributed(init_method: str | None = None, rank: int | None = None, world_size: int | None = None,
                      local_rank: int = 0, use_cuda: bool | None = None, timeout_minutes: float = 30,
                      local_world_size: int | None = None) -> DistContext:
@@ -151,14 +92,11 @@ def init_distributed(init_method: str | None = None, rank: int | None = None, wo
     Explicit `rank` and `world_size` (pass both) override the environment: `local_rank` is then used as given,
     `local_world_size` defaults to world_size and `init_method` to env://. Otherwise the launch comes from
     `detect_launch()`, and an explicit `init_method` replaces the detected one. `use_cuda=None` means "if CUDA is
-    available". Calling it again returns the same context.
+    available". Calling it again returns the same context; leave with utils.distributed.destroy_process_group().
     """
-    global _CONTEXT
-    if _CONTEXT is not None:
-        if (rank, world_size) not in ((None, None), (_CONTEXT.rank, _CONTEXT.world_size)):
-            raise ValueError(f"already initialised as rank {_CONTEXT.rank} of {_CONTEXT.world_size}, asked for "
-                             f"rank {rank} of {world_size}: call destroy_distributed() first")
-        return _CONTEXT
+    joined = current_context()
+    if joined is not None and rank is None and world_size is None:
+        return joined
     if rank is not None or world_size is not None:
         if rank is None or world_size is None:
             raise ValueError(f"pass both rank and world_size, got rank={rank}, world_size={world_size}")
@@ -168,99 +106,7 @@ def init_distributed(init_method: str | None = None, rank: int | None = None, wo
         spec = detect_launch()
     if init_method is not None and spec.world_size > 1:
         spec = replace(spec, init_method=init_method)
-    _check_launch(spec)
-
-    use_cuda = torch.cuda.is_available() if use_cuda is None else use_cuda
-    device = _select_device(use_cuda, spec.local_rank)
-    backend = None
-    if spec.world_size > 1:
-        backend = "nccl" if use_cuda else "gloo"
-        dist.init_process_group(backend, init_method=spec.init_method, rank=spec.rank, world_size=spec.world_size,
-                                timeout=timedelta(minutes=timeout_minutes))
-    _CONTEXT = DistContext(rank=spec.rank, world_size=spec.world_size, local_rank=spec.local_rank,
-                           local_world_size=spec.local_world_size, device=device, backend=backend,
-                           launcher=spec.launcher)
-    return _CONTEXT
-
-
-def destroy_distributed() -> None:
-    """Leaves the process group (if any); init_distributed may be called again afterwards."""
-    global _CONTEXT
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-    _CONTEXT = None
-
-
-# ------------------------------------------------------------------------------------------------- helpers
-def _group_active() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def get_rank() -> int:
-    """Global rank of this process (0 without a process group)."""
-    return dist.get_rank() if _group_active() else 0
-
-
-def get_world_size() -> int:
-    """Number of processes in the job (1 without a process group)."""
-    return dist.get_world_size() if _group_active() else 1
-
-
-def is_main_process() -> bool:
-    """True on global rank 0."""
-    return get_rank() == 0
-
-
-def barrier() -> None:
-    """Waits for every rank (no-op for a single process)."""
-    if _group_active():
-        dist.barrier()
-
-
-def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
-    """Mean of `tensor` over all ranks, as a new tensor on the input's device (integers are averaged as float64).
-
-    The input is left untouched; every rank must call this with a tensor of the same shape.
-    """
-    result = tensor.detach().clone() if tensor.is_floating_point() else tensor.detach().double()
-    if not _group_active():
-        return result
-    # The backend decides where tensors must live (CPU for gloo, this rank's GPU for NCCL).
-    work = result.to(_CONTEXT.device if _CONTEXT is not None else torch.device("cpu"))
-    dist.all_reduce(work, op=dist.ReduceOp.SUM)
-    return (work / dist.get_world_size()).to(tensor.device)
-
-
-def all_gather_object(obj: Any) -> list[Any]:
-    """Every rank's (picklable) `obj`, in rank order."""
-    if not _group_active():
-        return [obj]
-    gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, obj)
-    return gathered
-
-
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Rank `src`'s (picklable) `obj`, returned on every rank."""
-    if not _group_active():
-        return obj
-    holder = [obj]
-    dist.broadcast_object_list(holder, src=src)
-    return holder[0]
-
-
-def seed_for(rank: int, base_seed: int, worker_id: int = 0) -> int:
-    """A 63-bit seed for one process: a pure function of (base_seed, rank, worker_id), different for each.
-
-    worker_id tells apart the processes of one rank: 0 for the training process, k + 1 for DataLoader worker k.
-    numpy's SeedSequence hashes the three numbers, so nearby inputs give unrelated seeds (base_seed + rank would
-    make rank 1 of seed 0 replay rank 0 of seed 1).
-    """
-    for name, value in (("rank", rank), ("base_seed", base_seed), ("worker_id", worker_id)):
-        if value < 0:
-            raise ValueError(f"seed_for needs non-negative integers, got {name}={value}")
-    state = np.random.SeedSequence([base_seed, rank, worker_id]).generate_state(2, np.uint32)
-    return int(state.view(np.uint64)[0] >> np.uint64(1))
+    return init_process_group(spec, use_cuda, timeout_minutes)
 
 
 # ------------------------------------------------------------------------------------------ local spawning
@@ -301,7 +147,7 @@ def _run_local_process(local_rank: int, fn: Callable[..., Any], args: Sequence[A
         _dump(os.path.join(exchange_dir, f"{local_rank}.error"), (time.time(), traceback.format_exc()))
         raise
     finally:
-        destroy_distributed()
+        destroy_process_group()
     _dump(os.path.join(exchange_dir, f"{local_rank}.result"), result)
 
 

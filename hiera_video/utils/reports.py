@@ -1,0 +1,36 @@
+"""Reports of unusable rows in input files: one warning per problem, not one per row."""
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+LOCATIONS_SHOWN = 5  # file:line locations a bad-row warning names; the rest are counted
+
+
+class BadRowReport:
+    """Rows of one file with unusable values, logged as one warning per problem: the count and the first few
+    `file:line` locations (a box list can have thousands of bad rows; a warning each would bury the log)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._counts: dict[str, int] = {}
+        self._locations: dict[str, list[str]] = {}
+
+    def needs_locations(self, problem: str) -> bool:
+        """Whether the warning for `problem` still has room for locations."""
+        return len(self._locations.get(problem, ())) < LOCATIONS_SHOWN
+
+    def add(self, problem: str, count: int, locations: Sequence[tuple[int, str]] = ()) -> None:
+        """Count `count` more rows with `problem`; `locations` are (line number, what is wrong) of the first of
+        them, in file order."""
+        self._counts[problem] = self._counts.get(problem, 0) + count
+        shown = self._locations.setdefault(problem, [])
+        shown.extend(f"{self.path}:{line} ({detail})" for line, detail in locations[:LOCATIONS_SHOWN - len(shown)])
+
+    def log(self, log: logging.Logger) -> None:
+        """One warning per problem: `<path>: <problem>: <count> row(s): <locations>[, and N more]`."""
+        for problem, count in self._counts.items():
+            shown = self._locations[problem]
+            more = f", and {count - len(shown)} more" if count > len(shown) else ""
+            log.warning("%s: %s: %d row%s: %s%s", self.path, problem, count, "" if count == 1 else "s",
+                        ", ".join(shown), more)
