@@ -18,7 +18,8 @@ from hiera_video.models.complexity import count_gmacs
 from hiera_video.models.heads import HieraActionDetector, RoIActionHead
 from hiera_video.models.registry import create_model, model_spec
 from hiera_video.models.weights import load_pretrained
-from hiera_video.tasks.detection import action_loss, build_detector
+from hiera_video.models.build import build_detector
+from hiera_video.tasks.detection import action_loss
 from tests.test_ava_data import write_ava_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

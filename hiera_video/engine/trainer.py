@@ -17,7 +17,6 @@ from fvcore.common.config import CfgNode
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from hiera_video.data.build import build_train_loader
 from hiera_video.engine import checkpoint as ckpt
 from hiera_video.utils import distributed as du
 from hiera_video.engine.logging import TensorboardWriter, log_json_stats, memory_string
@@ -131,7 +130,7 @@ class Trainer:
             model = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda"
                                             else None, find_unused_parameters=False)
         self.train_model = model
-        loader, sampler = build_train_loader(cfg, self.ctx)
+        loader, sampler = self.task.train_loader()
         self.steps_per_epoch = sampler.samples_per_epoch() // loader.batch_size // cfg.TRAIN.ACCUM_ITER
         stop = StopFlag().install()
         try:

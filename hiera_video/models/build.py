@@ -1,13 +1,15 @@
-"""build_model(cfg): the named constructor of MODEL.ARCH with the config's overrides."""
+"""Models from a config: build_model(cfg) (the named constructor of MODEL.ARCH with the config's overrides) and
+build_detector(cfg) (that model's backbone under an ROI action head)."""
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from fvcore.common.config import CfgNode
 from torch import nn
 
-import inspect
-
+from hiera_video.models.heads import HieraActionDetector
+from hiera_video.models.hiera import Hiera
 from hiera_video.models.registry import create_model, model_spec
 
 # HIERA config key -> constructor argument; unset values (-1 or []) keep the constructor's default.
@@ -72,3 +74,15 @@ def model_overrides(cfg: CfgNode) -> dict[str, Any]:
 def build_model(cfg: CfgNode) -> nn.Module:
     """The model of MODEL.ARCH, sized by DATA.NUM_FRAMES x DATA.TRAIN_CROP_SIZE, with HIERA/MAE overrides."""
     return create_model(cfg.MODEL.ARCH, **model_overrides(cfg))
+
+
+def build_detector(cfg: CfgNode) -> HieraActionDetector:
+    """The Hiera video model of MODEL.ARCH (with the config's overrides) as backbone of an ROI action detector
+    reading stage AVA.HEAD_STAGE with AVA.ROI_RESOLUTION."""
+    spec = model_spec(cfg.MODEL.ARCH)
+    if not issubclass(spec.cls, Hiera):
+        raise ValueError(f"TASK detection needs a Hiera classifier architecture (hiera_*_16x224) as MODEL.ARCH to "
+                         f"take the backbone from; got {cfg.MODEL.ARCH}")
+    args = {**spec.defaults, **model_overrides(cfg)}
+    args.pop("head_init_scale", None)
+    return HieraActionDetector(head_stage=cfg.AVA.HEAD_STAGE, roi_resolution=cfg.AVA.ROI_RESOLUTION, **args)

@@ -6,15 +6,21 @@ from typing import Any
 import torch
 from fvcore.common.config import CfgNode
 from torch import nn
+from torch.utils.data import DataLoader
 
+from hiera_video.data.build import build_eval_loader, build_train_loader
+from hiera_video.data.loader import ResumableSampler
+from hiera_video.models.build import build_model
 from hiera_video.utils.distributed import DistContext
 
 
 class Task:
-    """A learning problem: its model, its loss on a batch, and its evaluations.
+    """A learning problem: its model, its data, its loss on a batch, and its evaluations.
 
     `loss(model, batch)` returns the scalar loss and a dict of float statistics for the log; `validate` runs the
-    per-epoch evaluation and `test` the final one, both returning statistics (errors in %, or mAP).
+    per-epoch evaluation and `test` the final one, both returning statistics (errors in %, or mAP). The model is
+    MODEL.ARCH as models.build_model makes it, unless a task builds another; evaluation loaders are built once per
+    split and kept (`loader`).
     """
 
     name = "task"
@@ -24,9 +30,20 @@ class Task:
     def __init__(self, cfg: CfgNode, ctx: DistContext) -> None:
         self.cfg = cfg
         self.ctx = ctx
+        self._loaders: dict[str, DataLoader] = {}
 
     def build_model(self) -> nn.Module:
-        raise NotImplementedError
+        return build_model(self.cfg)
+
+    def train_loader(self) -> tuple[DataLoader, ResumableSampler]:
+        """This process's shuffled, resumable loader of the training split, and its sampler."""
+        return build_train_loader(self.cfg, self.ctx)
+
+    def loader(self, split: str) -> DataLoader:
+        """This process's in-order loader of `split` ("val" or "test"), built on first use."""
+        if split not in self._loaders:
+            self._loaders[split] = build_eval_loader(self.cfg, self.ctx, split)
+        return self._loaders[split]
 
     def dataset_name(self, split: str) -> str:
         return self.cfg.TEST.DATASET if split == "test" else self.cfg.TRAIN.DATASET

@@ -10,13 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hiera_video.data.build import build_eval_loader
 from hiera_video.data.mixup import MixupCutmix
 from hiera_video.utils import distributed as du
 from hiera_video.utils.atomic import atomic_open
 from hiera_video.utils.progress import ProgressReporter
 from hiera_video.evaluation.classification import MultiViewAggregator, topk_errors
-from hiera_video.models.build import build_model
 from hiera_video.tasks.base import Task
 
 logger = logging.getLogger(__name__)
@@ -45,10 +43,6 @@ class ClassificationTask(Task):
             mixup_alpha=cfg.MIXUP.ALPHA, cutmix_alpha=cfg.MIXUP.CUTMIX_ALPHA, prob=cfg.MIXUP.PROB,
             switch_prob=cfg.MIXUP.SWITCH_PROB, label_smoothing=cfg.MIXUP.LABEL_SMOOTH_VALUE,
             num_classes=self.num_classes) if cfg.MIXUP.ENABLE else None
-        self._loaders: dict[str, Any] = {}
-
-    def build_model(self) -> nn.Module:
-        return build_model(self.cfg)
 
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         video, labels = batch["video"], batch["label"]
@@ -63,16 +57,11 @@ class ClassificationTask(Task):
         top1, top5 = topk_errors(logits.detach(), labels, (1, 5))
         return loss, {"top1_err": top1, "top5_err": top5}
 
-    def _loader(self, split: str):
-        if split not in self._loaders:
-            self._loaders[split] = build_eval_loader(self.cfg, self.ctx, split)
-        return self._loaders[split]
-
     @torch.no_grad()
     def validate(self, model: nn.Module, epoch: int) -> dict[str, Any]:
         """Top-1/top-5 error (%) on one deterministic centre clip per validation video."""
         model.eval()
-        loader = self._loader("val")
+        loader = self.loader("val")
         totals = torch.zeros(3, dtype=torch.float64)  # top1 errors, top5 errors, clips
         for batch in loader:
             logits = model(batch["video"].to(self.ctx.device, non_blocking=True)).float().cpu()
@@ -89,7 +78,7 @@ class ClassificationTask(Task):
         """Multi-view test: softmax scores of all views summed (or maxed) per video; writes per-video results."""
         cfg = self.cfg
         model.eval()
-        loader = self._loader("test")
+        loader = self.loader("test")
         dataset = loader.dataset
         aggregator = MultiViewAggregator(len(dataset), self.num_classes, ensemble=cfg.TEST.ENSEMBLE_METHOD,
                                          num_views=cfg.TEST.NUM_ENSEMBLE_VIEWS * cfg.TEST.NUM_SPATIAL_CROPS)

@@ -16,33 +16,17 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from fvcore.common.config import CfgNode
 from torch import nn
 
 from hiera_video.data.ava import VAL_SECOND_STEP
-from hiera_video.data.build import build_eval_loader
 from hiera_video.utils import distributed as du
 from hiera_video.utils.progress import ProgressReporter
 from hiera_video.evaluation.ava import (evaluate_frame_map, read_detections, read_exclusions, read_groundtruth,
                                         read_labelmap, save_result_json, write_detections_csv)
-from hiera_video.models.build import model_overrides
-from hiera_video.models.heads import HieraActionDetector
-from hiera_video.models.hiera import Hiera
-from hiera_video.models.registry import model_spec
+from hiera_video.models.build import build_detector
 from hiera_video.tasks.base import Task
 
 logger = logging.getLogger(__name__)
-
-
-def build_detector(cfg: CfgNode) -> HieraActionDetector:
-    """The Hiera video model of MODEL.ARCH (with the config's overrides) as backbone of an ROI action detector."""
-    spec = model_spec(cfg.MODEL.ARCH)
-    if not issubclass(spec.cls, Hiera):
-        raise ValueError(f"TASK detection needs a Hiera classifier architecture (hiera_*_16x224) as MODEL.ARCH to "
-                         f"take the backbone from; got {cfg.MODEL.ARCH}")
-    args = {**spec.defaults, **model_overrides(cfg)}
-    args.pop("head_init_scale", None)
-    return HieraActionDetector(head_stage=cfg.AVA.HEAD_STAGE, roi_resolution=cfg.AVA.ROI_RESOLUTION, **args)
 
 
 def action_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -71,10 +55,6 @@ def log_failed_keyframes(split: str, failures: list[str]) -> None:
 class DetectionTask(Task):
     name = "detection"
 
-    def __init__(self, cfg: CfgNode, ctx: du.DistContext) -> None:
-        super().__init__(cfg, ctx)
-        self._loaders: dict[str, Any] = {}
-
     def _annotation(self, name: str) -> str:
         return os.path.join(self.cfg.AVA.ANNOTATION_DIR, name)
 
@@ -85,17 +65,12 @@ class DetectionTask(Task):
         logits = model(batch["video"], batch["boxes"], batch["box_batch_idx"])
         return action_loss(logits, batch["labels"]), {}
 
-    def _loader(self, split: str):
-        if split not in self._loaders:
-            self._loaders[split] = build_eval_loader(self.cfg, self.ctx, split)
-        return self._loaders[split]
-
     @torch.no_grad()
     def _predict(self, model: nn.Module, split: str, class_ids: list[int]) -> tuple[dict[str, Any], list[str]]:
         """This rank's predictions: keyframe index [N], normalised box [N, 4] and sigmoid scores [N, len(class_ids)]
         per detected box, and the keyframes that failed to decode."""
         model.eval()
-        loader = self._loader(split)
+        loader = self.loader(split)
         progress = ProgressReporter(len(loader), split, enabled=self.ctx.is_main)
         columns = torch.tensor([c - 1 for c in class_ids])
         parts: dict[str, list[torch.Tensor]] = {"index": [], "boxes": [], "scores": []}
@@ -122,7 +97,7 @@ class DetectionTask(Task):
         index = np.concatenate([p["index"] for p in predictions])
         boxes = np.concatenate([p["boxes"] for p in predictions])
         scores = np.concatenate([p["scores"] for p in predictions])
-        keyframes = self._loader(split).dataset.keyframes
+        keyframes = self.loader(split).dataset.keyframes
         for row in np.argsort(index, kind="stable"):  # each rank's boxes keep their order
             keyframe = keyframes[index[row]]
             x1, y1, x2, y2 = boxes[row].tolist()
@@ -150,7 +125,7 @@ class DetectionTask(Task):
             result = self._score(path, labelmap, class_ids, subsampled=split == "val" and not cfg.AVA.FULL_TEST_ON_VAL)
             if split == "test":
                 save_result_json(os.path.join(cfg.OUTPUT_DIR, "ava_result.json"), result)
-            stats = {"map": result.map, "num_keyframes": len(self._loader(split).dataset), "num_boxes": num_boxes,
+            stats = {"map": result.map, "num_keyframes": len(self.loader(split).dataset), "num_boxes": num_boxes,
                      "bad_videos": len(all_bad)}
         return du.broadcast_object(stats)
 

@@ -6,18 +6,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from hiera_video.data.build import build_eval_loader
 from hiera_video.utils import distributed as du
-from hiera_video.models.build import build_model
 from hiera_video.tasks.base import Task
 
 
 class MaeTask(Task):
     name = "mae"
     tracked_minima = ("loss",)
-
-    def build_model(self) -> nn.Module:
-        return build_model(self.cfg)
 
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         loss = model(batch["video"], mask_ratio=self.cfg.MAE.MASK_RATIO)[0]
@@ -30,7 +25,7 @@ class MaeTask(Task):
         total, clips = 0.0, 0
         with torch.random.fork_rng(devices=[self.ctx.device] if self.ctx.device.type == "cuda" else []):
             torch.manual_seed(self.cfg.RNG_SEED + self.ctx.rank)
-            for batch in build_eval_loader(self.cfg, self.ctx, split):
+            for batch in self.loader(split):
                 video = batch["video"].to(self.ctx.device, non_blocking=True)
                 total += float(model(video, mask_ratio=self.cfg.MAE.MASK_RATIO)[0]) * video.shape[0]
                 clips += video.shape[0]
