@@ -5,6 +5,10 @@ import pytest
 import torch
 import torch.distributed as dist
 
+# As the command-line tools do: importing the engine registers every task, dataset and allowed config value.
+from hiera_video.engine import launch, runner  # noqa: F401
+from hiera_video.utils.distributed import destroy_process_group
+
 # One thread: tiny test models gain nothing from more, and stall badly when the cores are shared.
 torch.set_num_threads(1)
 
@@ -13,6 +17,14 @@ torch.set_num_threads(1)
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def single_process():
+    """This process as a job of one process (no process group), on the CPU: what `run` gets from run_net.py."""
+    ctx = launch.init_distributed(rank=0, world_size=1, use_cuda=False)
+    yield ctx
+    destroy_process_group()
 
 
 @pytest.fixture

@@ -10,8 +10,6 @@ import pytest
 import torch
 
 from hiera_video.config import load_config
-from hiera_video.engine import launch
-from hiera_video.utils import distributed as du
 from hiera_video.engine.logging import read_json_stats
 from hiera_video.engine.runner import run
 from hiera_video.models.complexity import count_gmacs
@@ -140,18 +138,6 @@ def test_loss_is_binary_cross_entropy_with_logits_and_amp_safe():
 
 
 # ----------------------------------------------------------------------------------------------- end to end
-
-
-@pytest.fixture
-def single_process():
-    # One intra-op thread: the tiny model's many small ops would otherwise wait on OpenMP barriers whenever the
-    # shared cores are busy (steps measured 100x slower).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    ctx = launch.init_distributed(rank=0, world_size=1, use_cuda=False)
-    yield ctx
-    du.destroy_process_group()
-    torch.set_num_threads(threads)
 
 
 def detection_cfg(data_opts, output_dir, *opts):

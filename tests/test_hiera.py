@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from hiera_video import models
 from hiera_video.models import Hiera, create_model, list_models
 from hiera_video.models.complexity import count_gmacs, count_params
 from hiera_video.models.hiera import reroll_tokens, unroll_tokens, unwindow_units
@@ -62,6 +63,19 @@ def test_registry_lists_all_named_models():
     expected = {f"hiera_{s}_16x224" for s in sizes} | {f"mae_hiera_{s}_16x224" for s in sizes}
     expected |= {f"hiera_{s}_224" for s in ("tiny", "small") + sizes}
     assert expected <= set(list_models())
+
+
+def test_every_registered_name_is_a_function_building_that_model():
+    for name in list_models():
+        constructor = getattr(models, name)
+        assert constructor.__name__ == name and constructor.__doc__
+        with torch.device("meta"):
+            built, named = create_model(name), constructor()
+        assert type(built) is type(named)
+        assert [(k, v.shape) for k, v in built.state_dict().items()] == \
+            [(k, v.shape) for k, v in named.state_dict().items()]
+    with torch.device("meta"):
+        assert models.hiera_base_16x224(num_classes=3).head.projection.out_features == 3
 
 
 def test_state_dict_keys_and_shapes_equal_the_official_base_video_model(official_keys_and_shapes):

@@ -13,8 +13,6 @@ import torch
 from hiera_video.config import load_config
 from hiera_video.data.loader import SampleKey
 from hiera_video.data.ssv2 import build_ssv2, mirror_labels
-from hiera_video.engine import launch
-from hiera_video.utils import distributed as du
 from hiera_video.engine.logging import read_json_stats
 from hiera_video.engine.runner import run
 from hiera_video.models.build import build_model
@@ -340,13 +338,6 @@ def test_unknown_layout_or_missing_video_folder_is_refused(release):
 
 
 # ------------------------------------------------------------------------------------------------ end to end
-@pytest.fixture
-def single_process():
-    ctx = launch.init_distributed(rank=0, world_size=1, use_cuda=False)
-    yield ctx
-    du.destroy_process_group()
-
-
 def test_fine_tunes_from_an_mae_checkpoint_and_runs_the_multi_view_test(release, tmp_path, single_process):
     mae_cfg = small_cfg(release, "TASK", "mae", "MODEL.ARCH", "mae_hiera_base_16x224", "MAE.DECODER_EMBED_DIM", "16",
                         "MAE.DECODER_DEPTH", "1", "MAE.DECODER_NUM_HEADS", "1")

@@ -8,8 +8,6 @@ import torch
 
 from hiera_video.config import load_config
 from hiera_video.data.demo import write_demo_dataset
-from hiera_video.engine import launch
-from hiera_video.utils import distributed as du
 from hiera_video.engine.checkpoint import find_latest_checkpoint, load_checkpoint
 from hiera_video.engine.logging import read_json_stats
 from hiera_video.engine.preemption import StopRequested
@@ -40,13 +38,6 @@ def tiny_cfg(dataset_root, output_dir, *opts, task="classification"):
             "TRAIN.EVAL_PERIOD", "1", "MAE.MASK_RATIO", "0.5", "MAE.DECODER_EMBED_DIM", "32", "MAE.DECODER_DEPTH",
             "1", "MAE.DECODER_NUM_HEADS", "1", "TEST.NUM_ENSEMBLE_VIEWS", "2", "TEST.NUM_SPATIAL_CROPS", "3"]
     return load_config(DEMO_CFG, base + list(opts))
-
-
-@pytest.fixture
-def single_process():
-    ctx = launch.init_distributed(rank=0, world_size=1, use_cuda=False)
-    yield ctx
-    du.destroy_process_group()
 
 
 def final_weights(output_dir):

@@ -1,8 +1,15 @@
-"""Configuration: defaults, YAML files with `_BASE_` inheritance, and command-line overrides, all validated."""
+"""Configuration: defaults, YAML files with `_BASE_` inheritance, and command-line overrides, all validated.
+
+Keys that name a registered thing (TASK, the datasets, backends, targets, layouts, ...) take the values their owner
+registers with `register_choices`: the module that reads the key, above this layer, hands over its registry (the
+live collection, so a later `register_dataset` or `register_task` counts too). load_config checks every key whose
+owner is imported, which the command-line tools import before loading a config; the owners check again at build
+time with the same message (`check_choice`).
+"""
 from __future__ import annotations
 
 import difflib
-from typing import Any, Iterable, Sequence
+from typing import Any, Collection, Iterable, Sequence
 
 import yaml
 from fvcore.common.config import CfgNode
@@ -10,11 +17,27 @@ from iopath.common.file_io import g_pathmgr
 
 from hiera_video.config.defaults import get_defaults
 
-__all__ = ["CfgNode", "ConfigError", "get_cfg", "load_config"]
+__all__ = ["CfgNode", "ConfigError", "check_choice", "get_cfg", "load_config", "register_choices"]
 
 
 class ConfigError(ValueError):
     """A configuration file or override that does not fit the declared keys."""
+
+
+# Config key -> its allowed values (a registry's live keys or a tuple), from the module that reads the key.
+_CHOICES: dict[str, Collection[str]] = {}
+
+
+def register_choices(key: str, allowed: Collection[str]) -> None:
+    """Declares the values of config key `key` ("GROUP.LEAF"); `allowed` is read at every check."""
+    _CHOICES[key] = allowed
+
+
+def check_choice(key: str, value: Any) -> None:
+    """Raises ConfigError naming `key` and its allowed values unless `value` is one of them."""
+    allowed = _CHOICES[key]
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
 
 
 def get_cfg() -> CfgNode:
@@ -108,22 +131,9 @@ def load_config(paths: str | Iterable[str], opts: Sequence[str] = ()) -> CfgNode
 
 
 def _check_values(cfg: CfgNode) -> None:
-    choices = {
-        "TASK": ("classification", "mae", "detection"),
-        "SOLVER.LR_POLICY": ("cosine", "constant"),
-        "SOLVER.OPTIMIZING_METHOD": ("adamw", "sgd"),
-        "MAE.TARGET": ("pixel", "hog"),
-        "TRAIN.AMP_DTYPE": ("bfloat16", "float16"),
-        "TEST.ENSEMBLE_METHOD": ("sum", "max"),
-        "DATA.DECODING_BACKEND": ("decord", "pyav"),
-        "DATA.DECODER_LOG_LEVEL": ("quiet", "error", "warning", "info", "debug"),
-        "SSV2.LAYOUT": ("videos", "frames"),
-    }
-    for key, allowed in choices.items():
+    for key in _CHOICES:
         group, _, leaf = key.rpartition(".")
-        value = (cfg[group] if group else cfg)[leaf]
-        if value not in allowed:
-            raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+        check_choice(key, (cfg[group] if group else cfg)[leaf])
     positive = ["TRAIN.BATCH_SIZE", "TEST.BATCH_SIZE", "DATA.NUM_FRAMES", "DATA.SAMPLING_RATE",
                 "TRAIN.ACCUM_ITER", "AUG.NUM_SAMPLE", "NUM_SHARDS", "NUM_CPU_PROCS"]
     for key in positive:

@@ -6,15 +6,21 @@ from typing import Callable
 from fvcore.common.config import CfgNode
 from torch.utils.data import DataLoader, Dataset
 
+from hiera_video.config import check_choice, register_choices
 from hiera_video.data.ava import build_ava
 from hiera_video.data.kinetics import build_kinetics
 from hiera_video.data.loader import ResumableSampler, build_loader, collate_samples
 from hiera_video.data.ssv2 import build_ssv2
+from hiera_video.data.video_io import DECODER_LOG_LEVELS, FILE_BACKENDS
 from hiera_video.utils.distributed import DistContext
 
 # Dataset name (TRAIN.DATASET / TEST.DATASET) -> builder(cfg, split).
 DATASETS: dict[str, Callable[[CfgNode, str], Dataset]] = {"kinetics": build_kinetics, "ssv2": build_ssv2,
                                                              "ava": build_ava}
+register_choices("TRAIN.DATASET", DATASETS)
+register_choices("TEST.DATASET", DATASETS)
+register_choices("DATA.DECODING_BACKEND", FILE_BACKENDS)
+register_choices("DATA.DECODER_LOG_LEVEL", DECODER_LOG_LEVELS)
 
 
 def register_dataset(name: str, builder: Callable[[CfgNode, str], Dataset]) -> None:
@@ -24,9 +30,9 @@ def register_dataset(name: str, builder: Callable[[CfgNode, str], Dataset]) -> N
 
 def build_dataset(cfg: CfgNode, split: str) -> Dataset:
     """The `split` of the dataset named by TRAIN.DATASET (train, val) or TEST.DATASET (test)."""
+    key = "TEST.DATASET" if split == "test" else "TRAIN.DATASET"
     name = cfg.TEST.DATASET if split == "test" else cfg.TRAIN.DATASET
-    if name not in DATASETS:
-        raise KeyError(f"Unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+    check_choice(key, name)
     return DATASETS[name](cfg, split)
 
 

@@ -30,6 +30,7 @@ import torch
 from fvcore.common.config import CfgNode
 from iopath.common.file_io import g_pathmgr
 
+from hiera_video.config import check_choice, register_choices
 from hiera_video.data import sampling
 from hiera_video.data.clip_dataset import ClipDataset, ClipTransform, VideoRecord, ViewPlanner
 from hiera_video.data.kinetics import clip_transform
@@ -43,6 +44,7 @@ SPLIT_FILES = {"train": "something-something-v2-train.json", "val": "something-s
                "test": "something-something-v2-validation.json"}
 FRAME_LISTS = {"train": "train.csv", "val": "val.csv", "test": "val.csv"}
 LAYOUTS = ("videos", "frames")
+register_choices("SSV2.LAYOUT", LAYOUTS)
 FRAME_LIST_COLUMNS = ("original_vido_id", "video_id", "frame_id", "path", "labels")  # PySlowFast's spelling
 # The flip decision uses its own random stream of the sample seed, so switching AUG.SSV2_FLIP_SWAP on does not
 # change which frames or crops a sample gets.
@@ -248,8 +250,7 @@ def build_ssv2(cfg: CfgNode, split: str) -> SSv2Dataset:
     if split not in SPLIT_FILES:
         raise ValueError(f"Something-Something v2 has splits {', '.join(SPLIT_FILES)}; got {split!r}")
     layout = cfg.SSV2.LAYOUT
-    if layout not in LAYOUTS:
-        raise ValueError(f"SSV2.LAYOUT must be one of {', '.join(LAYOUTS)}; got {layout!r}")
+    check_choice("SSV2.LAYOUT", layout)
     data_dir, prefix = cfg.DATA.PATH_TO_DATA_DIR, cfg.DATA.PATH_PREFIX
     if prefix and not g_pathmgr.isdir(prefix):
         content = "the extracted frames" if layout == "frames" else f"the <id>{cfg.SSV2.VIDEO_EXTENSION} videos"

@@ -26,7 +26,9 @@ from torchvision.io import ImageReadMode, decode_image, read_file
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("decord", "pyav", "frames")
+# Decoders of video files (DATA.DECODING_BACKEND); "frames" reads folders or lists of frame images.
+FILE_BACKENDS = ("decord", "pyav")
+BACKENDS = (*FILE_BACKENDS, "frames")
 ENCODERS = ("libx264", "mpeg4")
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # Native decoder log levels (FFmpeg's AV_LOG_* values): messages at the level or more severe get through.

@@ -12,6 +12,8 @@ from torch import nn
 # `blocks.<i>.` at the start of a name or after a dot, so a backbone nested as `backbone.blocks.3` still counts
 # while `decoder_blocks.3` (the MAE decoder) does not.
 _BLOCK_PATTERN = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
+OPTIMIZERS = ("adamw", "sgd")
+LR_POLICIES = ("cosine", "constant")
 # Parameters in front of the first block: they get the strongest layer decay (layer id 0).
 _EMBEDDING_PATTERN = re.compile(r"(?:^|\.)(?:pos_embed[^.]*|patch_embed\..*|mask_token)$")
 
@@ -95,7 +97,7 @@ def build_optimizer(model: nn.Module, name: str, base_lr: float, weight_decay: f
         return torch.optim.AdamW(groups, lr=base_lr, betas=tuple(betas), weight_decay=weight_decay)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=base_lr, momentum=momentum, weight_decay=weight_decay)
-    raise ValueError(f"Unknown optimizer '{name}': expected 'adamw' or 'sgd'")
+    raise ValueError(f"Unknown optimizer '{name}': expected one of {', '.join(OPTIMIZERS)}")
 
 
 def scaled_lr(base_lr: float, global_batch: int, reference_batch: int = 256) -> float:
@@ -113,8 +115,8 @@ def lr_at(epoch: float, base_lr: float, max_epoch: float, warmup_epochs: float, 
     "cosine" decays from base_lr to end_lr over the epochs after warmup (PySlowFast COSINE_AFTER_WARMUP);
     "constant" stays at base_lr. Epochs past max_epoch keep the final value.
     """
-    if policy not in ("cosine", "constant"):
-        raise ValueError(f"Unknown LR policy '{policy}': expected 'cosine' or 'constant'")
+    if policy not in LR_POLICIES:
+        raise ValueError(f"Unknown LR policy '{policy}': expected one of {', '.join(LR_POLICIES)}")
     if epoch < 0:
         raise ValueError(f"epoch must be >= 0, got {epoch}")
     if not 0 <= warmup_epochs < max_epoch:

@@ -20,7 +20,8 @@ from torch.nn.parallel import DistributedDataParallel
 from hiera_video.engine import checkpoint as ckpt
 from hiera_video.utils import distributed as du
 from hiera_video.engine.logging import TensorboardWriter, log_json_stats, memory_string
-from hiera_video.engine.optim import build_optimizer, lr_at, scaled_lr, set_lr
+from hiera_video.config import register_choices
+from hiera_video.engine.optim import LR_POLICIES, OPTIMIZERS, build_optimizer, lr_at, scaled_lr, set_lr
 from hiera_video.engine.preemption import StopFlag, StopRequested
 from hiera_video.models.weights import load_pretrained, load_state_file
 from hiera_video.tasks.base import Task
@@ -28,6 +29,11 @@ from hiera_video.utils.meters import MetricLogger
 from hiera_video.utils.progress import ProgressReporter, eta_string
 
 logger = logging.getLogger(__name__)
+
+AMP_DTYPES = ("bfloat16", "float16")
+register_choices("SOLVER.OPTIMIZING_METHOD", OPTIMIZERS)
+register_choices("SOLVER.LR_POLICY", LR_POLICIES)
+register_choices("TRAIN.AMP_DTYPE", AMP_DTYPES)
 
 
 def amp_context(cfg: CfgNode, device: torch.device):

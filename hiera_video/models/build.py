@@ -8,8 +8,10 @@ from typing import Any
 from fvcore.common.config import CfgNode
 from torch import nn
 
+from hiera_video.config import register_choices
 from hiera_video.models.heads import HieraActionDetector
 from hiera_video.models.hiera import Hiera
+from hiera_video.models.mae import TARGETS
 from hiera_video.models.registry import create_model, model_spec
 
 # HIERA config key -> constructor argument; unset values (-1 or []) keep the constructor's default.
@@ -21,6 +23,7 @@ _HIERA_OVERRIDES = {
 }
 _MAE_OVERRIDES = {"DECODER_EMBED_DIM": "decoder_embed_dim", "DECODER_DEPTH": "decoder_depth",
                   "DECODER_NUM_HEADS": "decoder_num_heads"}
+register_choices("MAE.TARGET", TARGETS)
 
 
 def _is_set(value: Any) -> bool:

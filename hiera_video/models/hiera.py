@@ -13,14 +13,14 @@ unit are spread with stride num_mask_units, i.e. viewing [B, N // U, U, C] group
 inverts the permutation for the stage outputs.
 """
 import math
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import StochasticDepth
 
-from hiera_video.models.registry import register_model
+from hiera_video.models.registry import create_model, register_model
 
 LAYER_NORM_EPS = 1e-6
 # On CPU, attention over at most this many keys runs as explicit softmax(q k^T / sqrt(d)) v, above it as SDPA
@@ -561,7 +561,61 @@ VIDEO_CONFIG = dict(
 )
 
 
-for _size, _widths in IMAGE_SIZES.items():
-    register_model(f"hiera_{_size}_224", Hiera, **IMAGE_CONFIG, **_widths, num_classes=1000)
-for _size, _widths in VIDEO_SIZES.items():
-    register_model(f"hiera_{_size}_16x224", Hiera, **VIDEO_CONFIG, **_widths, num_classes=400)
+@register_model(Hiera, **IMAGE_CONFIG, **IMAGE_SIZES["tiny"], num_classes=1000)
+def hiera_tiny_224(**overrides: Any) -> Hiera:
+    """Hiera-T image classifier, 224x224 input, 1000 classes (ImageNet-1k)."""
+    return cast(Hiera, create_model("hiera_tiny_224", **overrides))
+
+
+@register_model(Hiera, **IMAGE_CONFIG, **IMAGE_SIZES["small"], num_classes=1000)
+def hiera_small_224(**overrides: Any) -> Hiera:
+    """Hiera-S image classifier, 224x224 input, 1000 classes (ImageNet-1k)."""
+    return cast(Hiera, create_model("hiera_small_224", **overrides))
+
+
+@register_model(Hiera, **IMAGE_CONFIG, **IMAGE_SIZES["base"], num_classes=1000)
+def hiera_base_224(**overrides: Any) -> Hiera:
+    """Hiera-B image classifier, 224x224 input, 1000 classes (ImageNet-1k)."""
+    return cast(Hiera, create_model("hiera_base_224", **overrides))
+
+
+@register_model(Hiera, **IMAGE_CONFIG, **IMAGE_SIZES["base_plus"], num_classes=1000)
+def hiera_base_plus_224(**overrides: Any) -> Hiera:
+    """Hiera-B+ image classifier, 224x224 input, 1000 classes (ImageNet-1k)."""
+    return cast(Hiera, create_model("hiera_base_plus_224", **overrides))
+
+
+@register_model(Hiera, **IMAGE_CONFIG, **IMAGE_SIZES["large"], num_classes=1000)
+def hiera_large_224(**overrides: Any) -> Hiera:
+    """Hiera-L image classifier, 224x224 input, 1000 classes (ImageNet-1k)."""
+    return cast(Hiera, create_model("hiera_large_224", **overrides))
+
+
+@register_model(Hiera, **IMAGE_CONFIG, **IMAGE_SIZES["huge"], num_classes=1000)
+def hiera_huge_224(**overrides: Any) -> Hiera:
+    """Hiera-H image classifier, 224x224 input, 1000 classes (ImageNet-1k)."""
+    return cast(Hiera, create_model("hiera_huge_224", **overrides))
+
+
+@register_model(Hiera, **VIDEO_CONFIG, **VIDEO_SIZES["base"], num_classes=400)
+def hiera_base_16x224(**overrides: Any) -> Hiera:
+    """Hiera-B video classifier, 16 frames of 224x224, 400 classes (Kinetics-400)."""
+    return cast(Hiera, create_model("hiera_base_16x224", **overrides))
+
+
+@register_model(Hiera, **VIDEO_CONFIG, **VIDEO_SIZES["base_plus"], num_classes=400)
+def hiera_base_plus_16x224(**overrides: Any) -> Hiera:
+    """Hiera-B+ video classifier, 16 frames of 224x224, 400 classes (Kinetics-400)."""
+    return cast(Hiera, create_model("hiera_base_plus_16x224", **overrides))
+
+
+@register_model(Hiera, **VIDEO_CONFIG, **VIDEO_SIZES["large"], num_classes=400)
+def hiera_large_16x224(**overrides: Any) -> Hiera:
+    """Hiera-L video classifier, 16 frames of 224x224, 400 classes (Kinetics-400)."""
+    return cast(Hiera, create_model("hiera_large_16x224", **overrides))
+
+
+@register_model(Hiera, **VIDEO_CONFIG, **VIDEO_SIZES["huge"], num_classes=400)
+def hiera_huge_16x224(**overrides: Any) -> Hiera:
+    """Hiera-H video classifier, 16 frames of 224x224, 400 classes (Kinetics-400)."""
+    return cast(Hiera, create_model("hiera_huge_16x224", **overrides))

@@ -16,7 +16,7 @@ Targets (`target=`):
   "hog":   HOG of the same (time-strided) frames per patch, see hiera_video.models.hog.
 """
 import math
-from typing import List, Optional, Tuple, Union
+from typing import Any, List, Optional, Tuple, Union, cast
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,7 @@ from hiera_video.models.hiera import (
     unwindow_units,
 )
 from hiera_video.models.hog import hog_patch_targets, hog_target_dim
-from hiera_video.models.registry import register_model
+from hiera_video.models.registry import create_model, register_model
 
 TARGETS = ("pixel", "hog")
 PIXEL_NORM_EPS = 1e-6
@@ -233,7 +233,61 @@ class MaskedAutoencoderHiera(HieraBackbone):
         return loss, pred, label, mask
 
 
-for _size, _widths in IMAGE_SIZES.items():
-    register_model(f"mae_hiera_{_size}_224", MaskedAutoencoderHiera, **IMAGE_CONFIG, **_widths, q_pool=2)
-for _size, _widths in VIDEO_SIZES.items():
-    register_model(f"mae_hiera_{_size}_16x224", MaskedAutoencoderHiera, **VIDEO_CONFIG, **_widths, q_pool=2)
+@register_model(MaskedAutoencoderHiera, **IMAGE_CONFIG, **IMAGE_SIZES["tiny"], q_pool=2)
+def mae_hiera_tiny_224(**overrides: Any) -> MaskedAutoencoderHiera:
+    """Hiera-T image MAE, 224x224 input."""
+    return cast(MaskedAutoencoderHiera, create_model("mae_hiera_tiny_224", **overrides))
+
+
+@register_model(MaskedAutoencoderHiera, **IMAGE_CONFIG, **IMAGE_SIZES["small"], q_pool=2)
+def mae_hiera_small_224(**overrides: Any) -> MaskedAutoencoderHiera:
+    """Hiera-S image MAE, 224x224 input."""
+    return cast(MaskedAutoencoderHiera, create_model("mae_hiera_small_224", **overrides))
+
+
+@register_model(MaskedAutoencoderHiera, **IMAGE_CONFIG, **IMAGE_SIZES["base"], q_pool=2)
+def mae_hiera_base_224(**overrides: Any) -> MaskedAutoencoderHiera:
+    """Hiera-B image MAE, 224x224 input."""
+    return cast(MaskedAutoencoderHiera, create_model("mae_hiera_base_224", **overrides))
+
+
+@register_model(MaskedAutoencoderHiera, **IMAGE_CONFIG, **IMAGE_SIZES["base_plus"], q_pool=2)
+def mae_hiera_base_plus_224(**overrides: Any) -> MaskedAutoencoderHiera:
+    """Hiera-B+ image MAE, 224x224 input."""
+    return cast(MaskedAutoencoderHiera, create_model("mae_hiera_base_plus_224", **overrides))
+
+
+@register_model(MaskedAutoencoderHiera, **IMAGE_CONFIG, **IMAGE_SIZES["large"], q_pool=2)
+def mae_hiera_large_224(**overrides: Any) -> MaskedAutoencoderHiera:
+    """Hiera-L image MAE, 224x224 input."""
+    return cast(MaskedAutoencoderHiera, create_model("mae_hiera_large_224", **overrides))
+
+
+@register_model(MaskedAutoencoderHiera, **IMAGE_CONFIG, **IMAGE_SIZES["huge"], q_pool=2)
+def mae_hiera_huge_224(**overrides: Any) -> MaskedAutoencoderHiera:
+    """Hiera-H image MAE, 224x224 input."""
+    return cast(MaskedAutoencoderHiera, create_model("mae_hiera_huge_224", **overrides))
+
+
+@register_model(MaskedAutoencoderHiera, **VIDEO_CONFIG, **VIDEO_SIZES["base"], q_pool=2)
+def mae_hiera_base_16x224(**overrides: Any) -> MaskedAutoencoderHiera:
+    """Hiera-B video MAE, 16 frames of 224x224."""
+    return cast(MaskedAutoencoderHiera, create_model("mae_hiera_base_16x224", **overrides))
+
+
+@register_model(MaskedAutoencoderHiera, **VIDEO_CONFIG, **VIDEO_SIZES["base_plus"], q_pool=2)
+def mae_hiera_base_plus_16x224(**overrides: Any) -> MaskedAutoencoderHiera:
+    """Hiera-B+ video MAE, 16 frames of 224x224."""
+    return cast(MaskedAutoencoderHiera, create_model("mae_hiera_base_plus_16x224", **overrides))
+
+
+@register_model(MaskedAutoencoderHiera, **VIDEO_CONFIG, **VIDEO_SIZES["large"], q_pool=2)
+def mae_hiera_large_16x224(**overrides: Any) -> MaskedAutoencoderHiera:
+    """Hiera-L video MAE, 16 frames of 224x224."""
+    return cast(MaskedAutoencoderHiera, create_model("mae_hiera_large_16x224", **overrides))
+
+
+@register_model(MaskedAutoencoderHiera, **VIDEO_CONFIG, **VIDEO_SIZES["huge"], q_pool=2)
+def mae_hiera_huge_16x224(**overrides: Any) -> MaskedAutoencoderHiera:
+    """Hiera-H video MAE, 16 frames of 224x224."""
+    return cast(MaskedAutoencoderHiera, create_model("mae_hiera_huge_16x224", **overrides))

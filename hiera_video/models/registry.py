@@ -1,14 +1,19 @@
-"""Named model constructors: `create_model("hiera_base_16x224", num_classes=174)`.
+"""Named model constructors: `create_model("hiera_base_16x224", num_classes=174)` or `hiera_base_16x224(...)`.
 
-A registered name is a model class plus its default hyper-parameters; any hyper-parameter the class accepts can be
+Every released model is a function named after it (hiera.py, mae.py), registered with `@register_model(cls,
+**defaults)`: the model class plus its default hyper-parameters. Any hyper-parameter the class accepts can be
 overridden by keyword, so tiny test/demo models come from the same code as the full ones.
 """
+from __future__ import annotations
+
 import dataclasses
 import difflib
 import inspect
-from typing import Any, Dict, List, Set, Type
+from typing import Any, Callable, TypeVar
 
 from torch import nn
+
+Constructor = TypeVar("Constructor", bound=Callable[..., nn.Module])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,26 +21,36 @@ class ModelSpec:
     """A registered model: its class and default keyword arguments."""
 
     name: str
-    cls: Type[nn.Module]
-    defaults: Dict[str, Any]
+    cls: type[nn.Module]
+    defaults: dict[str, Any]
 
 
-_MODELS: Dict[str, ModelSpec] = {}
+_MODELS: dict[str, ModelSpec] = {}
 
 
-def register_model(name: str, cls: Type[nn.Module], **defaults: Any) -> None:
-    """Register `name` as `cls(**defaults)`. Names are unique."""
-    if name in _MODELS:
-        raise ValueError(f"model name {name!r} is already registered")
+def register_model(cls: type[nn.Module], **defaults: Any) -> Callable[[Constructor], Constructor]:
+    """Decorator registering a constructor under its function name as `cls(**defaults, **overrides)`.
+
+    Names are unique; every default must be a keyword `cls` accepts. The function itself stays as written (it
+    calls create_model with its own name).
+    """
     unknown = set(defaults) - accepted_keywords(cls)
-    if unknown:
-        raise TypeError(f"{name}: {cls.__name__} does not accept {sorted(unknown)}")
-    _MODELS[name] = ModelSpec(name, cls, dict(defaults))
+
+    def register(constructor: Constructor) -> Constructor:
+        name = constructor.__name__
+        if name in _MODELS:
+            raise ValueError(f"model name {name!r} is already registered")
+        if unknown:
+            raise TypeError(f"{name}: {cls.__name__} does not accept {sorted(unknown)}")
+        _MODELS[name] = ModelSpec(name, cls, dict(defaults))
+        return constructor
+
+    return register
 
 
-def accepted_keywords(cls: Type[nn.Module]) -> Set[str]:
+def accepted_keywords(cls: type[nn.Module]) -> set[str]:
     """Keyword arguments accepted by cls.__init__, following `**kwargs` up the class hierarchy."""
-    names: Set[str] = set()
+    names: set[str] = set()
     for klass in cls.__mro__:
         if "__init__" not in vars(klass) or klass is nn.Module:
             continue
@@ -46,7 +61,7 @@ def accepted_keywords(cls: Type[nn.Module]) -> Set[str]:
     return names
 
 
-def list_models() -> List[str]:
+def list_models() -> list[str]:
     """Sorted names of all registered models."""
     return sorted(_MODELS)
 

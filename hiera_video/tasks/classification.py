@@ -14,10 +14,12 @@ from hiera_video.data.mixup import MixupCutmix
 from hiera_video.utils import distributed as du
 from hiera_video.utils.atomic import atomic_open
 from hiera_video.utils.progress import ProgressReporter
-from hiera_video.evaluation.classification import MultiViewAggregator, topk_errors
+from hiera_video.config import register_choices
+from hiera_video.evaluation.classification import ENSEMBLE_METHODS, MultiViewAggregator, topk_errors
 from hiera_video.tasks.base import Task
 
 logger = logging.getLogger(__name__)
+register_choices("TEST.ENSEMBLE_METHOD", ENSEMBLE_METHODS)
 
 
 def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
