@@ -138,6 +138,14 @@ def read_events(path: str | Path) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------------- tests
+def test_commands_use_the_private_cluster(slurm_cluster):
+    out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30, check=True).stdout
+    config = {key.strip(): value.strip() for key, _, value in (line.partition(" = ") for line in out.splitlines())}
+    assert config["SLURM_CONF"] == str(slurm_cluster.conf)
+    assert config["ClusterName"] == "hieravideotest"
+    assert (config["SlurmctldPort"], config["SlurmdPort"]) != ("6817", "6818")  # the defaults, left to the system
+
+
 def test_sbatch_jobs_end_with_their_exit_status(slurm_cluster, tmp_path, cancel_at_exit):
     def sbatch(command: str, output: Path) -> str:
         out = subprocess.run(["sbatch", "--parsable", "-p", slurm_cluster.partition, "-o", str(output), "--wrap",
@@ -145,13 +153,14 @@ def test_sbatch_jobs_end_with_their_exit_status(slurm_cluster, tmp_path, cancel_
         cancel_at_exit.append(out.strip().split(";")[0])
         return cancel_at_exit[-1]
 
-    good = sbatch("echo hello from job $SLURM_JOB_ID on $(hostname -s)", tmp_path / "good.out")
+    good = sbatch("echo hello from job $SLURM_JOB_ID on $(hostname -s) with $SLURM_CONF", tmp_path / "good.out")
     bad = sbatch("exit 3", tmp_path / "bad.out")
     for job_id in (good, bad):
         wait_until(lambda: job_fields(job_id).get("JobState") in ENDED_STATES, 60, f"job {job_id} to end")
     assert (job_fields(good)["JobState"], job_fields(good)["ExitCode"]) == ("COMPLETED", "0:0")
     assert (job_fields(bad)["JobState"], job_fields(bad)["ExitCode"]) == ("FAILED", "3:0")
-    assert (tmp_path / "good.out").read_text().strip() == f"hello from job {good} on {slurm_cluster.node}"
+    assert (tmp_path / "good.out").read_text().strip() == (f"hello from job {good} on {slurm_cluster.node} "
+                                                           f"with {slurm_cluster.conf}")
 
 
 def test_submitit_job_runs_one_result_per_task(slurm_cluster, tmp_path, cancel_at_exit):
