@@ -1,0 +1,18 @@
+#!/usr/bin/env python
+"""Prepare datasets: resize videos, write Kinetics-format lists, check them, cut AVA movies and extract frames.
+
+    python tools/prepare_data.py {resize,csv,check,ava-cut,ava-frames} --help
+
+The jobs live in hiera_video/data/preparation/ (see cli.py for the command line).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from hiera_video.data.preparation.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())
