@@ -387,7 +387,7 @@ def test_ava_cut_then_frames_then_a_detection_step(tmp_path, capsys):
                   capsys=capsys)
     assert "ava-frames: 3 inputs: 3 done" in out
     assert len(os.listdir(frames / "val_0")) == 180 and (frames / "val_0" / "val_0_000180.jpg").exists()
-    rows = (frames / "frame_lists" / "train.csv").read_text().splitlines()
+    rows = (tmp_path / "frame_lists" / "train.csv").read_text().splitlines()  # next to the frames, as PySlowFast
     assert rows[0] == "original_vido_id video_id frame_id path labels" and len(rows) == 1 + 2 * 180
     assert rows[1] == 'train_0 0 0 train_0/train_0_000001.jpg ""' and rows[-1].startswith("train_1 1 179 ")
     assert "0 done, 3 skipped" in prepare("ava-frames", cuts, frames, "--annotation-dir", annotation_dir,
@@ -400,7 +400,7 @@ def test_ava_cut_then_frames_then_a_detection_step(tmp_path, capsys):
     opts = opts[: opts.index("AVA.VIDEO_DIR")]
     cfg = load_config([], opts + [
         "TASK", "detection", "MODEL.ARCH", "hiera_base_16x224", "OUTPUT_DIR", str(tmp_path / "out"),
-        "AVA.FRAME_DIR", str(frames), "AVA.FRAME_LIST_DIR", str(frames / "frame_lists"), "HIERA.STAGES",
+        "AVA.FRAME_DIR", str(frames), "AVA.FRAME_LIST_DIR", str(tmp_path / "frame_lists"), "HIERA.STAGES",
         "[1, 1, 1]", "HIERA.EMBED_DIM", "16", "DATA.NUM_FRAMES", "4", "DATA.SAMPLING_RATE", "2",
         "DATA.TRAIN_CROP_SIZE", "64", "DATA.TEST_CROP_SIZE", "64", "DATA.TRAIN_JITTER_SCALES_RELATIVE", "[]",
         "DATA.TRAIN_JITTER_SCALES", "[64, 80]", "TRAIN.BATCH_SIZE", "4", "TEST.ENABLE", "False",

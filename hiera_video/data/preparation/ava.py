@@ -7,10 +7,10 @@ sneak in as frame 0. The copy then runs to the first keyframe at or after 1801 s
 re-encoded to H.264 (DST/<video_id>.mp4, the source frame rate, CRF `crf`, a keyframe every second). No audio.
 
 ava-frames: every video in VIDEOS to JPEG frames at `fps` (ffmpeg's `fps` filter, as PySlowFast's `-r 30`):
-DST/<video>/<video>_000001.jpg, ... and the frame lists FRAME_LIST_DIR/{train,val}.csv in PySlowFast's format
-(header `original_vido_id video_id frame_id path labels`, then `<video> <video index> <frame index from 0>
-<video>/<video>_<frame index + 1:06d>.jpg ""`). A video's split comes from lists of video ids or from the ids in
-the ground-truth files of an annotation folder (ava_train_v2.2.csv, ava_val_v2.2.csv).
+DST/<video>/<video>_000001.jpg, ... and PySlowFast's frame lists {train,val}.csv, by default in frame_lists/ next
+to DST (PySlowFast's layout): a header `original_vido_id video_id frame_id path labels`, then `<video> <video
+index> <frame index from 0> <video>/<video>_<frame index + 1:06d>.jpg ""`. A video's split comes from lists of
+video ids or from the ids in the ground-truth files of an annotation folder (ava_train_v2.2.csv, ava_val_v2.2.csv).
 
 Both write into a temporary name (a file, or a folder of frames) and rename it into place once verified with the
 project's reader, skip outputs that exist and verify, and list failures in DST/ava_{cut,frames}_failures.csv.
@@ -411,11 +411,16 @@ class FramesReport:
     unlisted: list[str]  # extracted videos in no split
 
 
+def default_frame_list_dir(frame_dir: str) -> str:
+    """`frame_lists` next to the frame folder: PySlowFast's layout, which configs/AVA use."""
+    return os.path.join(os.path.dirname(os.path.abspath(frame_dir)), "frame_lists")
+
+
 def extract_all(videos: str, dst: str, splits: dict[str, list[str]], options: FramesOptions, workers: int,
                 frame_list_dir: Optional[str] = None) -> FramesReport:
     """Run ava-frames over `videos` and write the frame lists of `splits` (split -> video ids)."""
     sources = find_movies(videos)
-    list_dir = frame_list_dir or os.path.join(dst, "frame_lists")
+    list_dir = frame_list_dir or default_frame_list_dir(dst)
     os.makedirs(dst, exist_ok=True)
     remove_stale_temporaries(dst, recursive=False)
     tasks = [FramesTask(v, path, os.path.join(dst, v), options) for v, path in sources.items()]

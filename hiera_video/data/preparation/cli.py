@@ -174,8 +174,8 @@ def _ava_frames_parser(sub) -> None:
     p.add_argument("dst", help="output folder: <video>/<video>_%%06d.jpg (AVA.FRAME_DIR)")
     p.add_argument("--fps", type=_rate, default=Fraction(30), help="frames per second to extract (default 30)")
     p.add_argument("--quality", type=int, default=2, help="JPEG quantiser, 2 (best) to 31 (default 2)")
-    p.add_argument("--frame-list-dir", default=None, help="where {train,val}.csv go (default DST/frame_lists; "
-                                                          "AVA.FRAME_LIST_DIR)")
+    p.add_argument("--frame-list-dir", default=None, help="where {train,val}.csv go (AVA.FRAME_LIST_DIR; default "
+                                                          "frame_lists next to DST, PySlowFast's layout)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--annotation-dir", help="AVA annotation folder: the ids of ava_train_v2.2.csv and "
                                                  "ava_val_v2.2.csv")
