@@ -411,3 +411,13 @@ def test_ava_cut_then_frames_then_a_detection_step(tmp_path, capsys):
     steps = [s for s in stats if s.get("_type") == "train_iter"]
     assert steps and all(np.isfinite(s["loss"]) for s in steps)
     assert next(s for s in stats if s.get("_type") == "train_epoch")["bad_videos"] == 0
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg command line")
+def test_the_speed_benchmark_runs_and_compares_identical_encodes(tmp_path):
+    """benchmarks/prepare_speed.py --smoke (its numbers are not checked: they depend on the machine)."""
+    done = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "prepare_speed.py"), "--smoke",
+                           "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "outputs: same x264 settings" in done.stdout
+    assert [line for line in done.stdout.splitlines() if line.startswith("summary: resize ")]
