@@ -14,8 +14,8 @@ import torch
 from torchvision.io import encode_jpeg
 
 from hiera_video.config import load_config
-from hiera_video.data.ava import (AvaVideos, build_ava, collate_detection, jitter_boxes, keyframe_clip_indices,
-                                  read_box_lists, read_frame_lists)
+from hiera_video.data.ava import (AvaVideos, KeyframeFailure, build_ava, collate_detection, jitter_boxes,
+                                  keyframe_clip_indices, read_box_lists, read_frame_lists)
 from hiera_video.data.build import build_dataset
 from hiera_video.data.loader import SampleKey
 from hiera_video.data.video_io import write_video
@@ -364,16 +364,18 @@ def test_unreadable_keyframes_are_reported_replaced_in_training_and_empty_in_eva
     train = build_ava(data_cfg(opts), "train")
     for index in range(3):  # the keyframes of train_0
         sample = train[SampleKey(index, 0)]
-        assert "train_0" in sample["bad_files"][0] and sample["metadata"][0] == "train_1"
+        assert sample["bad_files"][0].video_id == "train_0" and sample["metadata"][0] == "train_1"
     test = build_ava(data_cfg(opts), "test")
     sample = test[0]
-    assert sample["metadata"] == ("val_0", 902) and len(sample["boxes"]) == 0 and "val_0" in sample["bad_files"][0]
+    assert sample["metadata"] == ("val_0", 902) and len(sample["boxes"]) == 0
+    assert sample["bad_files"][0][:2] == ("val_0", 902)
 
 
 def test_keyframe_past_the_end_of_a_video_is_a_bad_file(tmp_path):
     opts = write_ava_dataset(str(tmp_path), "videos", num_train=1, num_val=1)
     sample = build_ava(data_cfg(opts, "AVA.FIRST_SECOND", "898"), "test")[2]  # 904 s = frame 180 of 120
-    assert "outside the video" in sample["bad_files"][0] and "FIRST_SECOND=898" in sample["bad_files"][0]
+    (failure,) = sample["bad_files"]
+    assert "outside the video" in failure.error and "FIRST_SECOND=898" in failure.error
 
 
 def test_videos_missing_from_the_layout_are_left_out_of_training_and_bad_in_evaluation(tmp_path, caplog):
@@ -387,8 +389,9 @@ def test_videos_missing_from_the_layout_are_left_out_of_training_and_bad_in_eval
     assert len(test) == 6 and "counted as bad videos: val_1" in caplog.text
     sample = test[3]
     assert sample["metadata"] == ("val_1", 902) and len(sample["boxes"]) == 0
-    assert sample["bad_files"] == ["val_1 at 902 s: cannot decode video 'val_1': no file for this video in "
-                                   "AVA.VIDEO_DIR"]
+    assert sample["bad_files"] == [KeyframeFailure("val_1", 902, "cannot decode video 'val_1': no file for this "
+                                                   "video in AVA.VIDEO_DIR")]
+    assert str(sample["bad_files"][0]).startswith("val_1 at 902 s: cannot decode video")
 
 
 def _frame_path(root, video_id, frame_index):
@@ -407,11 +410,12 @@ def test_missing_frames_skip_only_the_keyframes_that_need_them(tmp_path):
     train = build_ava(data_cfg(opts), "train")
     assert [(k.video_id, k.second) for k in train.keyframes[:3]] == [("train_0", s) for s in SECONDS]
     bad = train[SampleKey(1, 0)]
-    assert len(bad["bad_files"]) == 1 and bad["bad_files"][0].startswith("train_0 at 903 s: ")
-    assert "train_0_000059.jpg" in bad["bad_files"][0] and bad["index"] != 1 and len(bad["boxes"])
+    (failure,) = bad["bad_files"]
+    assert failure[:2] == ("train_0", 903) and "train_0_000059.jpg" in failure.error
+    assert bad["index"] != 1 and len(bad["boxes"])
     assert train[SampleKey(0, 0)]["bad_files"] == [] and train[SampleKey(2, 0)]["bad_files"] == []
     test = build_ava(data_cfg(opts), "test")
     gap = test[1]
     assert gap["metadata"] == ("val_0", 903) and len(gap["boxes"]) == 0
-    assert "frames [60] of the clip around second 903 are missing from the frame list" in gap["bad_files"][0]
+    assert "frames [60] of the clip around second 903 are missing from the frame list" in gap["bad_files"][0].error
     assert test[0]["bad_files"] == [] and len(test[0]["boxes"]) == 2 and test[2]["bad_files"] == []

@@ -10,8 +10,9 @@ from torch import nn
 from hiera_video.engine import checkpoint as ckpt
 from hiera_video.engine.checkpoint import (capture_rng_state, checkpoint_path, find_latest_checkpoint, keep_last,
                                            list_checkpoints, load_checkpoint, parse_checkpoint_name,
-                                           restore_rng_state, save_checkpoint, unwrap_model)
+                                           restore_rng_state, save_checkpoint)
 from hiera_video.engine.optim import build_optimizer
+from hiera_video.utils.wrappers import unwrap_model
 
 
 def _tiny_state(epoch: int = 1, iteration: int = 0) -> dict:

@@ -7,6 +7,7 @@ import torch
 from hiera_video import models
 from hiera_video.models import Hiera, create_model, list_models
 from hiera_video.models.complexity import count_gmacs, count_params
+from hiera_video.models import hiera as hiera_module
 from hiera_video.models.hiera import reroll_tokens, unroll_tokens, unwindow_units
 
 # A tiny video Hiera with the released structure: 3 stages, windowed -> global attention with the one-block lag
@@ -292,3 +293,25 @@ def test_inconsistent_hyper_parameters_are_named():
         tiny_video(mask_unit_size=(1, 8, 8))
     with pytest.raises(ValueError, match="patch_padding"):
         tiny_video(patch_padding=(0, 0, 0))
+
+
+def test_the_cpu_attention_switch_chooses_the_form_not_the_result(monkeypatch):
+    assert hiera_module.use_explicit_attention(torch.device("cpu"), hiera_module.EXPLICIT_ATTENTION_MAX_KEYS)
+    assert not hiera_module.use_explicit_attention(torch.device("cpu"), hiera_module.EXPLICIT_ATTENTION_MAX_KEYS + 1)
+    assert not hiera_module.use_explicit_attention(torch.device("cuda", 0), 16)
+    model = tiny_video().eval()
+    x = torch.randn(1, 3, *model.input_size)
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
+                        lambda *args, **kwargs: calls.append(args) or sdpa(*args, **kwargs))
+    with torch.no_grad():
+        explicit = model(x)
+        assert not calls  # every block attends over at most 256 keys
+        monkeypatch.setattr(hiera_module, "_explicit_attention_max_keys", hiera_module._explicit_attention_max_keys)
+        hiera_module.set_explicit_attention_max_keys(0)
+        fused = model(x)
+    assert len(calls) == len(model.blocks)
+    torch.testing.assert_close(fused, explicit, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="max_keys must be >= 0"):
+        hiera_module.set_explicit_attention_max_keys(-1)

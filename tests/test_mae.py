@@ -209,3 +209,18 @@ def test_hog_of_a_vertical_edge_is_in_bin_0_and_of_a_horizontal_edge_in_bin_4():
 
     horizontal = cell_histograms(image.transpose(-1, -2))
     assert (horizontal[:, :, :, 1, :].argmax(dim=2) == 4).all()  # 90 degrees -> bin [80, 100)
+
+
+@pytest.mark.parametrize("name, kwargs", [("mae_hiera_base_16x224", {**TINY_MAE, **VIDEO_STEM}),
+                                          ("mae_hiera_tiny_224", TINY_IMAGE_MAE)])
+def test_reconstruction_of_a_perfect_prediction_is_the_input(name, kwargs, monkeypatch):
+    model = create_model(name, **kwargs).eval()
+    x = torch.randn(2, 3, *model.input_size)
+    mask = model.random_mask(2, 0.75)
+    decode = model.forward_decoder
+    monkeypatch.setattr(model, "forward_decoder", lambda latent, mask: (model.targets(x), decode(latent, mask)[1]))
+    frames, masked, reconstruction = model.reconstruct(x, mask)
+    assert frames.shape == (2, model.tokens_shape_final[0] if len(model.input_size) == 3 else 1, 3,
+                            *model.input_size[-2:])
+    assert torch.allclose(reconstruction, frames, atol=1e-4)
+    assert 0.7 < (masked == 0).all(dim=2).float().mean() < 0.8

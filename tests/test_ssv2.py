@@ -325,7 +325,7 @@ def test_unknown_template_and_missing_video_are_skipped_named_and_counted(releas
     assert "file not found" in missing["bad_files"][0]
     for sample in (unknown, missing):  # replaced by a healthy video
         assert sample["index"] < 12 and sample["video"].shape == (1, 3, 4, 32, 32)
-    with pytest.raises(ValueError, match="more than DATA.MAX_BAD_FRACTION=0.05"):
+    with pytest.raises(RuntimeError, match="more than DATA.MAX_BAD_FRACTION=0.05"):
         build_ssv2(small_cfg(tmp_path, *opts, "DATA.MAX_BAD_FRACTION", "0.05"), "train")
 
 

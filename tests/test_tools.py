@@ -79,7 +79,7 @@ def test_plot_logs_draws_the_logged_metrics(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--ngpus", "0", "--tasks-per-node", "3"], "TRAIN.BATCH_SIZE=16 must be divisible by world size 3"),
+    (["--ngpus", "0", "--tasks-per-node", "3"], "TRAIN.BATCH_SIZE=16 is not divisible by 3 processes"),
     (["--ngpus", "0", "NUM_GPUS", "8"], "pass --ngpus 8, or add NUM_GPUS 0"),
 ])
 def test_submit_refuses_layouts_that_cannot_run(args, message, tmp_path):

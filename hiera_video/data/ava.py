@@ -35,7 +35,7 @@ import csv
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -46,6 +46,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from hiera_video.data.clip_dataset import load_with_replacement
+from hiera_video.data.frame_lists import read_frame_list
+from hiera_video.data.transforms import eval_geometry, to_normalized_float, train_geometry, video_to_clip
 from hiera_video.data.loader import SampleKey
 from hiera_video.data.video_io import VideoDecodeError, open_video
 from hiera_video.utils.reports import BadRowReport
@@ -68,6 +70,17 @@ _EMPTY = "boxes with x2 <= x1 or y2 <= y1 are dropped"
 
 
 # ----------------------------------------------------------------------------------------------- box lists
+
+
+class KeyframeFailure(NamedTuple):
+    """A keyframe whose clip could not be read, and why."""
+
+    video_id: str
+    second: int
+    error: str
+
+    def __str__(self) -> str:
+        return f"{self.video_id} at {self.second} s: {self.error}"
 
 
 @dataclass(frozen=True)
@@ -182,17 +195,8 @@ def read_frame_lists(paths: Sequence[str]) -> dict[str, np.ndarray]:
     need them fail to read (AvaVideos.read_clip), so only their keyframes are skipped."""
     frames: dict[str, dict[int, str]] = {}
     for path in paths:
-        if not g_pathmgr.isfile(path):
-            raise FileNotFoundError(f"AVA frame list not found: {path}")
-        with g_pathmgr.open(path, "r") as f:
-            for line_number, line in enumerate(f, start=1):
-                row = line.split()
-                if not row or (line_number == 1 and len(row) >= 3 and not row[2].isdigit()):
-                    continue  # a blank line or the header
-                if len(row) < 4 or not row[2].isdigit():
-                    raise ValueError(f"{path}:{line_number}: expected 'original_video_id video_idx frame_idx path "
-                                     f"labels', got {line.strip()!r}")
-                frames.setdefault(row[0], {})[int(row[2])] = row[3]
+        for row in read_frame_list(path):
+            frames.setdefault(row.video_id, {})[row.frame_index] = row.path
     lists, gaps = {}, []
     for video_id, by_index in frames.items():
         num_frames = max(by_index) + 1
@@ -315,7 +319,7 @@ class BoxClipTransform:
 
     def __init__(self, geometry: v2.Transform, mean: Sequence[float], std: Sequence[float], drop_empty: bool):
         self.geometry = geometry
-        self.normalize = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
+        self.normalize = v2.Compose(to_normalized_float(mean, std))
         self.sanitize = v2.SanitizeBoundingBoxes(min_size=MIN_BOX_PIXELS, labels_getter=_box_extras) \
             if drop_empty else None
 
@@ -333,7 +337,7 @@ class BoxClipTransform:
                 out = self.sanitize(out)
             if len(out["boxes"]) or not len(boxes):
                 break
-        clip = self.normalize(out["video"]).as_subclass(torch.Tensor).permute(1, 0, 2, 3).contiguous()
+        clip = video_to_clip(self.normalize(out["video"]))
         return clip, out["boxes"].as_subclass(torch.Tensor).float(), tuple(out["extras"])
 
 
@@ -342,21 +346,14 @@ def build_box_transform(cfg: CfgNode, train: bool) -> BoxClipTransform:
     flip (DATA.RANDOM_FLIP). Evaluation: short side to DATA.TEST_CROP_SIZE and the centre square."""
     data = cfg.DATA
     if not train:
-        geometry = v2.Compose([v2.Resize(data.TEST_CROP_SIZE, antialias=True), v2.CenterCrop(data.TEST_CROP_SIZE)])
-        return BoxClipTransform(geometry, data.MEAN, data.STD, drop_empty=False)
-    size = data.TRAIN_CROP_SIZE
-    if data.TRAIN_JITTER_SCALES_RELATIVE:
-        steps = [v2.RandomResizedCrop(size, scale=tuple(data.TRAIN_JITTER_SCALES_RELATIVE),
-                                      ratio=tuple(data.TRAIN_JITTER_ASPECT_RELATIVE), antialias=True)]
-    else:
-        low, high = data.TRAIN_JITTER_SCALES
-        if not size <= low <= high:
-            raise ValueError(f"DATA.TRAIN_JITTER_SCALES {list(data.TRAIN_JITTER_SCALES)} must satisfy "
-                             f"DATA.TRAIN_CROP_SIZE ({size}) <= low <= high")
-        steps = [v2.RandomShortestSize(list(range(low, high + 1)), antialias=True), v2.RandomCrop(size)]
-    if data.RANDOM_FLIP:
-        steps.append(v2.RandomHorizontalFlip(p=0.5))
-    return BoxClipTransform(v2.Compose(steps), data.MEAN, data.STD, drop_empty=True)
+        geometry = eval_geometry(data.TEST_CROP_SIZE, data.TEST_CROP_SIZE)
+        return BoxClipTransform(v2.Compose(geometry), data.MEAN, data.STD, drop_empty=False)
+    relative = list(data.TRAIN_JITTER_SCALES_RELATIVE)
+    geometry = train_geometry(data.TRAIN_CROP_SIZE, scale=tuple(relative) if relative else None,
+                              aspect=tuple(data.TRAIN_JITTER_ASPECT_RELATIVE),
+                              jitter_scales=None if relative else tuple(data.TRAIN_JITTER_SCALES),
+                              flip=data.RANDOM_FLIP)
+    return BoxClipTransform(v2.Compose(geometry), data.MEAN, data.STD, drop_empty=True)
 
 
 def jitter_boxes(boxes: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -436,15 +433,15 @@ class AvaDataset(Dataset):
                 "index": index, "metadata": (keyframe.video_id, keyframe.second)}
 
     def __getitem__(self, key: SampleKey | int) -> dict[str, Any]:
-        def describe(index: int) -> str:
+        def failure(index: int, error: Exception) -> KeyframeFailure:
             keyframe = self.keyframes[index]
-            return f"{keyframe.video_id} at {keyframe.second} s"
+            return KeyframeFailure(keyframe.video_id, keyframe.second, str(error))
 
         def next_index(index: int, rng: np.random.Generator) -> int | None:
             # Training draws another keyframe; evaluation keeps the keyframe, without boxes, so it is counted.
             return int(rng.integers(len(self))) if self.train else None
 
-        sample, index, bad_files = load_with_replacement(key, self._load, describe, next_index, self.name)
+        sample, index, bad_files = load_with_replacement(key, self._load, failure, next_index, self.name)
         if sample is None:
             sample = self._unreadable(index)
         sample["bad_files"] = bad_files

@@ -45,8 +45,9 @@ def per_process_batch(global_batch: int, world_size: int, accum_iter: int, key: 
     """Splits a global batch over processes and accumulation steps; errors say what to change."""
     parts = world_size * accum_iter
     if global_batch % parts:
-        raise ValueError(f"{key}={global_batch} must be divisible by world size {world_size} x TRAIN.ACCUM_ITER "
-                         f"{accum_iter} = {parts}; use a multiple of {parts}, e.g. {max(parts, global_batch - global_batch % parts)}")
+        example = max(parts, global_batch - global_batch % parts)
+        raise ValueError(f"{key}={global_batch} is not divisible by {world_size} processes x TRAIN.ACCUM_ITER="
+                         f"{accum_iter}: use a multiple of {parts}, e.g. {example}")
     return global_batch // parts
 
 

@@ -24,35 +24,36 @@ MAX_REPLACEMENT_DRAWS = 50
 
 
 T = TypeVar("T")
+Failure = TypeVar("Failure")
 
 
 def load_with_replacement(key: SampleKey | int, load: Callable[[int, np.random.Generator], T],
-                          describe: Callable[[int], str],
+                          failure: Callable[[int, Exception], Failure],
                           next_index: Callable[[int, np.random.Generator], Optional[int]],
-                          name: str) -> tuple[Optional[T], int, list[str]]:
+                          name: str) -> tuple[Optional[T], int, list[Failure]]:
     """Loads sample `key.index` with all randomness seeded by `key.seed`; a video that fails to decode is reported
-    (`describe(index): error`) and `next_index` chooses a replacement (None: give up and return None).
+    as `failure(index, error)` and `next_index` chooses a replacement (None: give up and return None).
 
     Returns (sample or None, the index actually loaded, the failures). Raises after MAX_REPLACEMENT_DRAWS failures.
     """
     if not isinstance(key, SampleKey):
         key = SampleKey(int(key), 0)
     rng = np.random.default_rng(key.seed)
-    bad_files: list[str] = []
-    index: Optional[int] = key.index
+    bad_files: list[Failure] = []
+    index: int = key.index
     for _ in range(MAX_REPLACEMENT_DRAWS):
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(key.seed)
                 return load(index, rng), index, bad_files
         except (VideoDecodeError, OSError) as exc:
-            bad_files.append(f"{describe(index)}: {exc}")
+            bad_files.append(failure(index, exc))
             replacement = next_index(index, rng)
             if replacement is None:
                 return None, index, bad_files
             index = replacement
     raise RuntimeError(f"{name}: {MAX_REPLACEMENT_DRAWS} videos in a row failed to decode; last ones: "
-                       + "; ".join(bad_files[-3:]))
+                       + "; ".join(map(str, bad_files[-3:])))
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ class ClipDataset(Dataset):
             return int(rng.integers(len(self))) if self.replace_randomly else (index + 1) % len(self)
 
         clips, index, bad_files = load_with_replacement(
-            key, self._load, lambda i: self.records[i].video_id,  # a frame-list source would be all its paths
+            key, self._load, lambda i, error: f"{self.records[i].video_id}: {error}",  # not a frame list's paths
             next_index, self.name)
         return {
             "video": clips,

@@ -33,9 +33,11 @@ from iopath.common.file_io import g_pathmgr
 from hiera_video.config import check_choice, register_choices
 from hiera_video.data import sampling
 from hiera_video.data.clip_dataset import ClipDataset, ClipTransform, VideoRecord, ViewPlanner
+from hiera_video.data.frame_lists import read_frame_list
 from hiera_video.data.kinetics import clip_transform
 from hiera_video.data.loader import SampleKey
 from hiera_video.data.video_io import VideoDecodeError, VideoReader
+from hiera_video.utils.reports import check_bad_fraction
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +47,6 @@ SPLIT_FILES = {"train": "something-something-v2-train.json", "val": "something-s
 FRAME_LISTS = {"train": "train.csv", "val": "val.csv", "test": "val.csv"}
 LAYOUTS = ("videos", "frames")
 register_choices("SSV2.LAYOUT", LAYOUTS)
-FRAME_LIST_COLUMNS = ("original_vido_id", "video_id", "frame_id", "path", "labels")  # PySlowFast's spelling
 # The flip decision uses its own random stream of the sample seed, so switching AUG.SSV2_FLIP_SWAP on does not
 # change which frames or crops a sample gets.
 FLIP_STREAM = 1
@@ -118,25 +119,11 @@ def read_split(path: str, classes: dict[str, int]) -> list[SplitEntry]:
     return entries
 
 
-def read_frame_lists(path: str, path_prefix: str) -> dict[str, tuple[str, ...]]:
-    """A PySlowFast frame list (header `original_vido_id video_id frame_id path labels`, space separated)
-    -> {video id: frame paths in file order, joined to `path_prefix`}. The labels column is not used."""
-    if not g_pathmgr.exists(path):
-        raise FileNotFoundError(f"Something-Something v2 frame list not found: {path}")
+def frames_by_video(path: str, path_prefix: str) -> dict[str, tuple[str, ...]]:
+    """A PySlowFast frame list -> {video id: frame paths in file order, joined to `path_prefix`}."""
     frames: dict[str, list[str]] = {}
-    with g_pathmgr.open(path, "r") as f:
-        header = f.readline().split()
-        if header != list(FRAME_LIST_COLUMNS):
-            raise ValueError(f"{path}:1: expected the header {' '.join(FRAME_LIST_COLUMNS)!r}, got "
-                             f"{' '.join(header)!r}")
-        for line_number, line in enumerate(f, start=2):
-            row = line.split()
-            if not row:
-                continue
-            if len(row) != len(FRAME_LIST_COLUMNS):
-                raise ValueError(f"{path}:{line_number}: expected {len(FRAME_LIST_COLUMNS)} space-separated "
-                                 f"columns ({' '.join(FRAME_LIST_COLUMNS)}), got {line.strip()!r}")
-            frames.setdefault(row[0], []).append(os.path.join(path_prefix, row[3]) if path_prefix else row[3])
+    for row in read_frame_list(path, require_header=True):
+        frames.setdefault(row.video_id, []).append(os.path.join(path_prefix, row.path))
     return {video_id: tuple(paths) for video_id, paths in frames.items()}
 
 
@@ -232,17 +219,17 @@ class SSv2Dataset(ClipDataset):
         return sample
 
 
-def _check_bad_fraction(problems: dict[int, str], records: list[VideoRecord], split_file: str,
-                        max_fraction: float) -> None:
+def _report_unusable(problems: dict[int, str], records: list[VideoRecord], split_file: str,
+                     max_fraction: float) -> None:
+    """One warning for the entries known to be unusable; an error when they are too many."""
     if not problems:
         return
     ids = [records[i].video_id for i in sorted(problems)]
     shown = ", ".join(ids[:MAX_IDS_IN_MESSAGE]) + (", ..." if len(ids) > MAX_IDS_IN_MESSAGE else "")
-    message = f"{len(ids)} of {len(records)} entries of {split_file} cannot be used (ids {shown}): e.g. " \
-              f"{problems[min(problems)]}"
-    if len(ids) / len(records) > max_fraction:
-        raise ValueError(f"{message}; that is more than DATA.MAX_BAD_FRACTION={max_fraction}")
-    logger.warning("%s; they are skipped like videos that fail to decode", message)
+    description = f"entries of {split_file} cannot be used (ids {shown}): e.g. {problems[min(problems)]}"
+    check_bad_fraction(len(ids), len(records), max_fraction, description)
+    logger.warning("%d of %d %s; they are skipped like videos that fail to decode", len(ids), len(records),
+                   description)
 
 
 def build_ssv2(cfg: CfgNode, split: str) -> SSv2Dataset:
@@ -260,7 +247,7 @@ def build_ssv2(cfg: CfgNode, split: str) -> SSv2Dataset:
     split_file = os.path.join(data_dir, SPLIT_FILES[split])
     entries = read_split(split_file, classes)
     frame_list_file = os.path.join(data_dir, FRAME_LISTS[split])
-    frame_lists = read_frame_lists(frame_list_file, prefix) if layout == "frames" else {}
+    frame_lists = frames_by_video(frame_list_file, prefix) if layout == "frames" else {}
 
     records: list[VideoRecord] = []
     problems: dict[int, str] = {}
@@ -277,7 +264,7 @@ def build_ssv2(cfg: CfgNode, split: str) -> SSv2Dataset:
         if reasons:
             problems[len(records)] = "; ".join(reasons)
         records.append(VideoRecord(source, -1 if entry.label is None else entry.label, entry.video_id))
-    _check_bad_fraction(problems, records, split_file, cfg.DATA.MAX_BAD_FRACTION)
+    _report_unusable(problems, records, split_file, cfg.DATA.MAX_BAD_FRACTION)
 
     train = split == "train"
     if train and cfg.DATA.RANDOM_FLIP:

@@ -79,7 +79,7 @@ def _frames_to_video(frames: torch.Tensor) -> tv_tensors.Video:
     return tv_tensors.Video(frames.permute(0, 3, 1, 2))
 
 
-def _video_to_clip(video: torch.Tensor) -> torch.Tensor:
+def video_to_clip(video: torch.Tensor) -> torch.Tensor:
     """Video [T, 3, H, W] -> plain tensor [3, T, H, W]."""
     return video.as_subclass(torch.Tensor).permute(1, 0, 2, 3).contiguous()
 
@@ -91,14 +91,51 @@ class VideoTransform:
         self.pipeline = pipeline
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        return _video_to_clip(self.pipeline(_frames_to_video(frames)))
+        return video_to_clip(self.pipeline(_frames_to_video(frames)))
 
     def __repr__(self) -> str:
         return f"VideoTransform({self.pipeline})"
 
 
-def _to_normalized_float(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
+def to_normalized_float(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
+    """uint8 -> float in [0, 1], then (x - mean) / std per channel."""
     return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))]
+
+
+def train_geometry(
+    crop_size: int,
+    scale: Optional[tuple[float, float]] = (0.08, 1.0),
+    aspect: tuple[float, float] = (3 / 4, 4 / 3),
+    jitter_scales: Optional[tuple[int, int]] = (256, 320),
+    flip: bool = True,
+) -> list[v2.Transform]:
+    """The random crop (and flip) of training, for a video and anything moving with it (v2 BoundingBoxes).
+
+    A random-resized crop (area fraction `scale`, aspect ratio `aspect`) when `scale` is given, otherwise
+    PySlowFast's short-side jitter (short side resized to a random size in `jitter_scales`) and a random crop;
+    then a horizontal flip unless `flip=False` (direction-sensitive data such as SSv2).
+    """
+    if scale is not None:
+        steps: list[v2.Transform] = [
+            v2.RandomResizedCrop(crop_size, scale=tuple(scale), ratio=tuple(aspect), antialias=True)
+        ]
+    elif jitter_scales is not None:
+        low, high = jitter_scales
+        if not 0 < low <= high or low < crop_size:
+            raise ValueError(f"jitter_scales must satisfy crop_size ({crop_size}) <= low <= high, got {jitter_scales}")
+        steps = [v2.RandomShortestSize(list(range(low, high + 1)), antialias=True), v2.RandomCrop(crop_size)]
+    else:
+        raise ValueError("the training crop needs `scale` (random-resized crop) or `jitter_scales`")
+    if flip:
+        steps.append(v2.RandomHorizontalFlip(p=0.5))
+    return steps
+
+
+def eval_geometry(crop_size: int, short_side: int) -> list[v2.Transform]:
+    """The deterministic view: short side resized to `short_side`, then the centre crop of `crop_size`."""
+    if short_side < crop_size:
+        raise ValueError(f"short_side ({short_side}) must be >= crop_size ({crop_size})")
+    return [v2.Resize(short_side, antialias=True), v2.CenterCrop(crop_size)]
 
 
 def build_train_transform(
@@ -115,29 +152,15 @@ def build_train_transform(
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """Training augmentation: uint8 [T, H, W, 3] -> normalised float [3, T, crop_size, crop_size].
 
-    Geometry: a random-resized crop (area fraction `scale`, aspect ratio `aspect`) when `scale` is given,
-    otherwise PySlowFast's short-side jitter (short side resized to a random size in `jitter_scales`) and a
-    random crop. Then a horizontal flip (`flip=False` for direction-sensitive data such as SSv2), RandAugment
-    `(num_ops, magnitude)` with magnitude on the 0..10 timm scale and per-op magnitude noise `rand_augment_std`
-    (timm's "mstd"), normalisation, and random erasing with
+    The crop and flip of `train_geometry`, then RandAugment `(num_ops, magnitude)` with magnitude on the 0..10 timm
+    scale and per-op magnitude noise `rand_augment_std` (timm's "mstd"), normalisation, and random erasing with
     probability `random_erasing_prob` (one box filled with Gaussian noise, the same on every frame).
     """
-    if scale is not None:
-        geometry = [v2.RandomResizedCrop(crop_size, scale=tuple(scale), ratio=tuple(aspect), antialias=True)]
-    elif jitter_scales is not None:
-        low, high = jitter_scales
-        if not 0 < low <= high or low < crop_size:
-            raise ValueError(f"jitter_scales must satisfy crop_size ({crop_size}) <= low <= high, got {jitter_scales}")
-        geometry = [v2.RandomShortestSize(list(range(low, high + 1)), antialias=True), v2.RandomCrop(crop_size)]
-    else:
-        raise ValueError("build_train_transform needs `scale` (random-resized crop) or `jitter_scales`")
-    steps: list[v2.Transform] = geometry
-    if flip:
-        steps.append(v2.RandomHorizontalFlip(p=0.5))
+    steps = train_geometry(crop_size, scale, aspect, jitter_scales, flip)
     if rand_augment is not None:
         num_ops, magnitude = rand_augment
         steps.append(MagnitudeNoiseRandAugment(num_ops, magnitude, rand_augment_std))
-    steps += _to_normalized_float(mean, std)
+    steps += to_normalized_float(mean, std)
     if random_erasing_prob > 0:
         steps.append(v2.RandomErasing(p=random_erasing_prob, value="random"))
     return VideoTransform(v2.Compose(steps))
@@ -154,10 +177,7 @@ def build_eval_transform(
     uint8 [T, H, W, 3] -> float [3, T, crop_size, crop_size]. Same pixels as
     normalize(spatial_crops(frames, crop_size, 1, short_side)[0]).
     """
-    if short_side < crop_size:
-        raise ValueError(f"short_side ({short_side}) must be >= crop_size ({crop_size})")
-    steps = [v2.Resize(short_side, antialias=True), v2.CenterCrop(crop_size)]
-    return VideoTransform(v2.Compose(steps + _to_normalized_float(mean, std)))
+    return VideoTransform(v2.Compose(eval_geometry(crop_size, short_side) + to_normalized_float(mean, std)))
 
 
 def normalize(
@@ -168,7 +188,7 @@ def normalize(
     Uses the same v2 kernels as the transforms, so results match them bit for bit.
     """
     video = F.to_dtype(_frames_to_video(frames), torch.float32, scale=True)
-    return _video_to_clip(F.normalize(video, mean=list(mean), std=list(std)))
+    return video_to_clip(F.normalize(video, mean=list(mean), std=list(std)))
 
 
 def _crop_offsets(length: int, crop_size: int, num_crops: int) -> list[int]:

@@ -7,7 +7,6 @@ under a checkpoint name. Everything saved must load with `torch.load(weights_onl
 """
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import random
@@ -19,10 +18,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from iopath.common.file_io import g_pathmgr as PathManager
-from torch import nn
-from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from hiera_video.utils.atomic import atomic_open
+from hiera_video.utils.wrappers import strip_ddp_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -94,17 +92,6 @@ def find_latest_checkpoint(output_dir: str) -> str | None:
     return None
 
 
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The bare model inside DistributedDataParallel/DataParallel and torch.compile wrappers."""
-    while True:
-        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):  # torch.compile's OptimizedModule
-            model = model._orig_mod
-        else:
-            return model
-
-
 def _check_weights_only_loadable(value: Any, where: str) -> None:
     if isinstance(value, Mapping):
         for key, item in value.items():
@@ -118,17 +105,6 @@ def _check_weights_only_loadable(value: Any, where: str) -> None:
                         "torch.load(weights_only=True) cannot load; convert it to tensors or plain Python values")
 
 
-def _strip_ddp_prefix(model_state: Mapping[str, Any]) -> Mapping[str, Any]:
-    """A copy of a DDP state dict without the `module.` prefix (keys and version metadata); others unchanged."""
-    if not (model_state and all(key.startswith("module.") for key in model_state)):
-        return model_state
-    stripped = copy.copy(model_state)  # torch's helper edits in place: never touch the caller's dict
-    if hasattr(model_state, "_metadata"):
-        stripped._metadata = dict(model_state._metadata)
-    consume_prefix_in_state_dict_if_present(stripped, "module.")
-    return stripped
-
-
 def save_checkpoint(path: str, state: dict) -> None:
     """Write `state` atomically to `path` (temporary file in the same folder, fsync, rename).
 
@@ -137,7 +113,7 @@ def save_checkpoint(path: str, state: dict) -> None:
     when a value would not load with weights_only=True.
     """
     if "model_state" in state:
-        state = {**state, "model_state": _strip_ddp_prefix(state["model_state"])}
+        state = {**state, "model_state": strip_ddp_prefix(state["model_state"])}
     _check_weights_only_loadable(state, "state")
     with atomic_open(path, "wb") as f:
         torch.save(state, f)

@@ -9,6 +9,8 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
+from hiera_video.utils.wrappers import unwrap_model
+
 # `blocks.<i>.` at the start of a name or after a dot, so a backbone nested as `backbone.blocks.3` still counts
 # while `decoder_blocks.3` (the MAE decoder) does not.
 _BLOCK_PATTERN = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
@@ -18,18 +20,13 @@ LR_POLICIES = ("cosine", "constant")
 _EMBEDDING_PATTERN = re.compile(r"(?:^|\.)(?:pos_embed[^.]*|patch_embed\..*|mask_token)$")
 
 
-def _strip_wrapper_prefix(name: str) -> str:
-    """Parameter name as the bare model sees it (DistributedDataParallel adds `module.`)."""
-    return name[len("module."):] if name.startswith("module.") else name
-
-
 def _declared_no_weight_decay(model: nn.Module) -> set[str]:
     """Full names of parameters that any submodule lists in its `no_weight_decay()` (timm/Hiera convention)."""
     names: set[str] = set()
     for module_name, module in model.named_modules():
         declared = getattr(module, "no_weight_decay", None)
         if callable(declared):
-            prefix = _strip_wrapper_prefix(module_name + ".") if module_name else ""
+            prefix = module_name + "." if module_name else ""
             names.update(prefix + name for name in declared())
     return names
 
@@ -63,16 +60,17 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0
     `no_weight_decay()`, and names containing any of `no_decay_names`. Layer ids: 0 for `pos_embed*`,
     `patch_embed.*`, `mask_token`; i+1 for `blocks.<i>.*`; num_layers+1 for the rest (final norm, head). Each group
     has `lr_scale = layer_decay ** (num_layers + 1 - layer_id)`, `weight_decay`, and `param_names`. Frozen
-    parameters are skipped; a `module.` (DDP) prefix is ignored.
+    parameters are skipped; names are the bare model's (inside DDP or torch.compile wrappers).
     """
     if not 0.0 < layer_decay <= 1.0:
         raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}")
-    named = [(_strip_wrapper_prefix(n), p) for n, p in model.named_parameters() if p.requires_grad]
+    model = unwrap_model(model)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not named:
         raise ValueError(f"{type(model).__name__} has no trainable parameters")
     declared = _declared_no_weight_decay(model)
     # Frozen blocks still count, so freezing part of the network does not shift the scales of the rest.
-    num_layers = _count_blocks(_strip_wrapper_prefix(n) for n, _ in model.named_parameters())
+    num_layers = _count_blocks(n for n, _ in model.named_parameters())
 
     groups: dict[tuple[bool, float], dict] = {}
     for name, param in named:

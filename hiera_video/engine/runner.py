@@ -13,6 +13,7 @@ import torch
 from fvcore.common.config import CfgNode
 from iopath.common.file_io import g_pathmgr
 
+from hiera_video.data.build import per_process_batch
 from hiera_video.data.demo import read_manifest, write_demo_dataset
 from hiera_video.data.video_io import set_decoder_log_level
 from hiera_video.engine import checkpoint as ckpt
@@ -34,10 +35,8 @@ def check_layout(cfg: CfgNode, world_size: int) -> None:
         raise RuntimeError(f"NUM_GPUS={cfg.NUM_GPUS} but no CUDA device is visible: set NUM_GPUS 0 to run on the CPU")
     if cfg.NUM_GPUS > torch.cuda.device_count() > 0:
         raise RuntimeError(f"NUM_GPUS={cfg.NUM_GPUS} but only {torch.cuda.device_count()} CUDA devices are visible")
-    parts = world_size * cfg.TRAIN.ACCUM_ITER
-    if cfg.TRAIN.ENABLE and cfg.TRAIN.BATCH_SIZE % parts:
-        raise ValueError(f"TRAIN.BATCH_SIZE={cfg.TRAIN.BATCH_SIZE} is not divisible by {world_size} processes x "
-                         f"TRAIN.ACCUM_ITER={cfg.TRAIN.ACCUM_ITER}: use a multiple of {parts}")
+    if cfg.TRAIN.ENABLE:
+        per_process_batch(cfg.TRAIN.BATCH_SIZE, world_size, cfg.TRAIN.ACCUM_ITER, "TRAIN.BATCH_SIZE")
 
 
 def seed_process(cfg: CfgNode, rank: int) -> None:

@@ -26,6 +26,8 @@ from hiera_video.engine.preemption import StopFlag, StopRequested
 from hiera_video.models.weights import load_pretrained, load_state_file
 from hiera_video.tasks.base import Task
 from hiera_video.utils.meters import MetricLogger
+from hiera_video.utils.reports import check_bad_fraction
+from hiera_video.utils.wrappers import unwrap_model
 from hiera_video.utils.progress import ProgressReporter, eta_string
 
 logger = logging.getLogger(__name__)
@@ -76,7 +78,7 @@ class Trainer:
     def _state(self, epoch: int, iteration: int) -> dict[str, Any]:
         rng_states = du.all_gather_object(ckpt.capture_rng_state())
         return {
-            "model_state": ckpt.unwrap_model(self.model).state_dict(),
+            "model_state": unwrap_model(self.model).state_dict(),
             "optimizer_state": self.optimizer.state_dict(),
             "scaler_state": self.scaler.state_dict(),
             "epoch": epoch,
@@ -104,7 +106,7 @@ class Trainer:
         latest = ckpt.find_latest_checkpoint(self.cfg.OUTPUT_DIR) if self.cfg.TRAIN.AUTO_RESUME else None
         if latest:
             state = ckpt.load_checkpoint(latest)
-            ckpt.unwrap_model(self.model).load_state_dict(state["model_state"])
+            unwrap_model(self.model).load_state_dict(state["model_state"])
             self.optimizer.load_state_dict(state["optimizer_state"])
             self.scaler.load_state_dict(state["scaler_state"])
             self.start_epoch, self.start_iter = int(state["epoch"]), int(state["iter"])
@@ -120,7 +122,7 @@ class Trainer:
         elif self.cfg.TRAIN.CHECKPOINT_FILE_PATH:
             path = self.cfg.TRAIN.CHECKPOINT_FILE_PATH
             state = load_state_file(path)
-            report = load_pretrained(ckpt.unwrap_model(self.model), state)
+            report = load_pretrained(unwrap_model(self.model), state)
             logger.info("Initialised from %s: %s", path, report.summary())
             if not self.cfg.TRAIN.CHECKPOINT_EPOCH_RESET and "optimizer_state" in state:
                 self.optimizer.load_state_dict(state["optimizer_state"])
@@ -152,7 +154,7 @@ class Trainer:
         finally:
             stop.uninstall()
             self.tensorboard.close()
-        return ckpt.unwrap_model(self.model)
+        return unwrap_model(self.model)
 
     def train_epoch(self, loader, epoch: int, start_iter: int, stop: StopFlag) -> None:
         cfg, model = self.cfg, self.train_model
@@ -197,7 +199,8 @@ class Trainer:
         self._log({"_type": "train_epoch", "epoch": f"{epoch + 1}/{cfg.SOLVER.MAX_EPOCH}", "lr": lr,
                    "mem": memory_string(), "bad_videos": bad_count, "world_size": self.ctx.world_size,
                    **meters.global_averages()})
-        self._check_bad_fraction(bad_count, len(loader.dataset), "train")
+        check_bad_fraction(bad_count, len(loader.dataset), cfg.DATA.MAX_BAD_FRACTION,
+                           "videos of the train split failed to decode (the warnings above name them)")
 
     def _optimisation_step(self, model: nn.Module, micro_batches: list[dict], epoch: int, step: int
                            ) -> dict[str, float]:
@@ -232,14 +235,8 @@ class Trainer:
         self.reported_bad |= bad
         return bad
 
-    def _check_bad_fraction(self, bad: int, total: int, split: str) -> None:
-        if total and bad / total > self.cfg.DATA.MAX_BAD_FRACTION:
-            raise RuntimeError(f"{bad} of {total} videos of the {split} split failed to decode, more than "
-                               f"DATA.MAX_BAD_FRACTION={self.cfg.DATA.MAX_BAD_FRACTION}; see the warnings above "
-                               f"for the files")
-
     def evaluate(self, epoch: int) -> dict[str, Any]:
-        model = ckpt.unwrap_model(self.model)
+        model = unwrap_model(self.model)
         stats = self.task.validate(model, epoch)
         for key in self.task.tracked_minima:
             if key in stats:

@@ -3,9 +3,10 @@
 fvcore has no handle for `aten::scaled_dot_product_attention`; `sdpa_macs` adds it (q @ k^T and attn @ v; the
 softmax is not counted, like every other elementwise op in fvcore).
 """
+import contextlib
 import math
 import warnings
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, Iterator, List, Sequence
 
 import torch
 from torch import nn
@@ -57,14 +58,24 @@ def _example_input(model: nn.Module, input_shape: Sequence[int]) -> torch.Tensor
     return torch.randn(*input_shape, generator=generator, dtype=param.dtype).to(param.device)
 
 
-def _analyse(analysis_cls, handle, model: nn.Module, input_shape: Sequence[int], method: str, kwargs: Dict[str, Any]):
-    analysis = analysis_cls(_BoundCall(model, method, kwargs), (_example_input(model, input_shape),))
-    analysis.set_op_handle(SDPA_OP, handle)
-    for op in NOT_MACS:
-        # A handle of None would not remove fvcore's default handle (fvcore 0.1.5), so count zero instead.
-        analysis.set_op_handle(op, _not_counted)
-    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-    return analysis
+@contextlib.contextmanager
+def _analysis(analysis_cls, handle, model: nn.Module, input_shape: Sequence[int], method: str,
+              kwargs: Dict[str, Any]) -> Iterator[Any]:
+    """An fvcore analysis of one call in eval mode without gradients or warnings; the model's mode is restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            analysis = analysis_cls(_BoundCall(model, method, kwargs), (_example_input(model, input_shape),))
+            analysis.set_op_handle(SDPA_OP, handle)
+            for op in NOT_MACS:
+                # A handle of None would not remove fvcore's default handle (fvcore 0.1.5), so count zero instead.
+                analysis.set_op_handle(op, _not_counted)
+            analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+            yield analysis
+    finally:
+        model.train(was_training)
 
 
 def count_params(model: nn.Module) -> int:
@@ -76,15 +87,8 @@ def gmacs_by_operator(
     model: nn.Module, input_shape: Sequence[int], method: str = "forward", **method_kwargs: Any
 ) -> Dict[str, float]:
     """GMACs of one call `model.<method>(x, **method_kwargs)` with x of `input_shape`, per operator type."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            analysis = _analyse(FlopCountAnalysis, sdpa_macs, model, input_shape, method, method_kwargs)
-            return {op: count / 1e9 for op, count in analysis.by_operator().items() if count}
-    finally:
-        model.train(was_training)
+    with _analysis(FlopCountAnalysis, sdpa_macs, model, input_shape, method, method_kwargs) as analysis:
+        return {op: count / 1e9 for op, count in analysis.by_operator().items() if count}
 
 
 def count_gmacs(model: nn.Module, input_shape: Sequence[int], method: str = "forward", **method_kwargs: Any) -> float:
@@ -96,12 +100,5 @@ def count_mactivations(
     model: nn.Module, input_shape: Sequence[int], method: str = "forward", **method_kwargs: Any
 ) -> float:
     """Millions of activations (outputs of conv/linear/matmul/attention ops, fvcore's definition) of one call."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            analysis = _analyse(ActivationCountAnalysis, sdpa_activations, model, input_shape, method, method_kwargs)
-            return analysis.total() / 1e6
-    finally:
-        model.train(was_training)
+    with _analysis(ActivationCountAnalysis, sdpa_activations, model, input_shape, method, method_kwargs) as analysis:
+        return analysis.total() / 1e6

@@ -13,6 +13,7 @@ unit are spread with stride num_mask_units, i.e. viewing [B, N // U, U, C] group
 inverts the permutation for the stage outputs.
 """
 import math
+import os
 from typing import Any, List, Optional, Sequence, Tuple, Union, cast
 
 import torch
@@ -23,9 +24,31 @@ from torchvision.ops import StochasticDepth
 from hiera_video.models.registry import create_model, register_model
 
 LAYER_NORM_EPS = 1e-6
-# On CPU, attention over at most this many keys runs as explicit softmax(q k^T / sqrt(d)) v, above it as SDPA
-# (flash attention); the two cost the same at about 256 keys on a 2-core AVX-512 machine.
+# The default of set_explicit_attention_max_keys, and the environment variable that overrides it.
 EXPLICIT_ATTENTION_MAX_KEYS = 256
+EXPLICIT_ATTENTION_ENV = "HIERA_VIDEO_EXPLICIT_ATTENTION_MAX_KEYS"
+_explicit_attention_max_keys = int(os.environ.get(EXPLICIT_ATTENTION_ENV, EXPLICIT_ATTENTION_MAX_KEYS))
+
+
+def set_explicit_attention_max_keys(max_keys: int) -> None:
+    """The CPU attention switch of every Hiera in this process (as timm's `set_fused_attn`).
+
+    On the CPU, attention over at most `max_keys` keys (the mask-unit windows) is computed as explicit
+    softmax(q k^T / sqrt(d)) v, over more keys with torch's scaled_dot_product_attention (flash attention), whose
+    per-block overhead dominates short windows. 0 always uses SDPA; CUDA always does. The default,
+    EXPLICIT_ATTENTION_MAX_KEYS (or $HIERA_VIDEO_EXPLICIT_ATTENTION_MAX_KEYS), is where the two cost the same on
+    the machine of benchmarks/RESULTS.md; re-measure with benchmarks/model_speed.py on yours. Both forms give the
+    same results up to floating-point rounding.
+    """
+    global _explicit_attention_max_keys
+    if max_keys < 0:
+        raise ValueError(f"max_keys must be >= 0, got {max_keys}")
+    _explicit_attention_max_keys = max_keys
+
+
+def use_explicit_attention(device: torch.device, num_keys: int) -> bool:
+    """Whether attention over `num_keys` keys on `device` runs explicitly (see set_explicit_attention_max_keys)."""
+    return device.type == "cpu" and num_keys <= _explicit_attention_max_keys
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -93,7 +116,7 @@ def max_pool_tokens(x: torch.Tensor, stride: int) -> torch.Tensor:
         return x
     batch, channels = x.shape[0], x.shape[-1]
     # As a channels-last [B, C, stride, rest] image the pool is max_pool2d: vectorised over channels, with an
-    # index-based backward. amax/max over dim 1 were 3-4x slower in eager training, amax 10x under torch.compile.
+    # index-based backward, faster than amax/max over dim 1 in eager and compiled training (benchmarks/RESULTS.md).
     grouped = x.reshape(batch, stride, -1, channels).permute(0, 3, 1, 2)
     pooled = F.max_pool2d(grouped, kernel_size=(stride, 1))
     return pooled.permute(0, 2, 3, 1).reshape(batch, x.shape[1] // stride, *x.shape[2:])
@@ -141,9 +164,7 @@ class MaskUnitAttention(nn.Module):
         q, k, v = [  # each [B, heads * windows, tokens, head_dim]
             t.unflatten(3, (self.heads, self.head_dim)).permute(0, 3, 2, 1, 4).flatten(1, 2) for t in (q, k, v)
         ]
-        if q.device.type == "cpu" and k.shape[2] <= EXPLICIT_ATTENTION_MAX_KEYS:
-            # CPU flash attention's per-block overhead dominates short windows: the explicit form trains a
-            # 64-token mask unit 15-25% faster (and infers as fast).
+        if use_explicit_attention(q.device, k.shape[2]):
             out = ((q * self.head_dim**-0.5) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
         else:
             out = F.scaled_dot_product_attention(q, k, v)
@@ -206,7 +227,7 @@ class PatchEmbed(nn.Module):
         self.proj = conv(in_chans, dim, kernel_size=tuple(kernel), stride=tuple(stride), padding=tuple(padding))
         # A channels-last kernel makes the convolution write channels-last output, i.e. tokens [B, N, C] that are
         # already contiguous: the position embedding and the unroll permutation then read whole channel vectors
-        # (7% faster torch.compile'd inference of a small model). Loading a state dict keeps this layout.
+        # (benchmarks/RESULTS.md). Loading a state dict keeps this layout.
         self.proj.to(memory_format=torch.channels_last_3d if len(kernel) == 3 else torch.channels_last)
 
     def forward(self, x: torch.Tensor, pixel_mask: Optional[torch.Tensor] = None) -> torch.Tensor:

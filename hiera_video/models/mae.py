@@ -162,20 +162,24 @@ class MaskedAutoencoderHiera(HieraBackbone):
             x = block(x)
         return self.decoder_pred(self.decoder_norm(x)), visible.reshape(batch, -1)
 
+    def target_frames(self, x: torch.Tensor) -> torch.Tensor:
+        """The frames the targets are computed on, [B, C, T', H, W]: the first frame of each temporal token for
+        video ("time-strided"), the image itself (T' = 1) for images."""
+        return x[:, :, :: self.pred_stride[0]] if len(self.input_size) == 3 else x.unsqueeze(2)
+
+    def _target_patches(self, frames: torch.Tensor) -> torch.Tensor:
+        """Raw pixel patches [B, T' * patches per frame, target_dim] of `target_frames`, in prediction order."""
+        images = frames.transpose(1, 2).flatten(0, 1)
+        patches = pixel_patches(images, self.pred_stride[-2:], channels_last=len(self.input_size) == 3)
+        return patches.reshape(frames.shape[0], -1, patches.shape[-1])
+
     def targets(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction target of every prediction token: [B, N_final, target_dim] (natural token order)."""
-        if len(self.input_size) == 3:
-            frames = x[:, :, :: self.pred_stride[0]]  # first frame of each temporal token
-            batch, num_frames = frames.shape[0], frames.shape[2]
-            images = frames.transpose(1, 2).flatten(0, 1)
-        else:
-            batch, num_frames, images = x.shape[0], 1, x
-        patch = self.pred_stride[-2:]
-        if self.target == "hog":
-            per_image = hog_patch_targets(images, patch)
-        else:
-            per_image = normalise_patches(pixel_patches(images, patch, channels_last=len(self.input_size) == 3))
-        return per_image.reshape(batch, num_frames * per_image.shape[1], -1)
+        frames = self.target_frames(x)
+        if self.target == "pixel":
+            return normalise_patches(self._target_patches(frames))
+        per_image = hog_patch_targets(frames.transpose(1, 2).flatten(0, 1), self.pred_stride[-2:])
+        return per_image.reshape(frames.shape[0], -1, per_image.shape[-1])
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -190,11 +194,9 @@ class MaskedAutoencoderHiera(HieraBackbone):
             raise ValueError(f"only the pixel target can be shown as pixels; this model predicts {self.target!r}")
         latent, mask = self.forward_encoder(x, 0.0, mask)
         pred, visible = self.forward_decoder(latent, mask)
-        frames = x[:, :, :: self.pred_stride[0]] if len(self.input_size) == 3 else x.unsqueeze(2)
+        frames = self.target_frames(x)
         batch, channels, num_frames, height, width = frames.shape
-        images = frames.transpose(1, 2).flatten(0, 1)
-        patch = self.pred_stride[-2:]
-        patches = pixel_patches(images, patch, channels_last=True).reshape(batch, -1, pred.shape[-1])
+        patches = self._target_patches(frames)
         mean = patches.mean(dim=-1, keepdim=True)
         std = (patches.var(dim=-1, keepdim=True) + PIXEL_NORM_EPS) ** 0.5
         shown = visible.unsqueeze(-1)
@@ -202,9 +204,12 @@ class MaskedAutoencoderHiera(HieraBackbone):
         reconstruction = torch.where(shown, patches, pred * std + mean)
 
         def to_frames(p: torch.Tensor) -> torch.Tensor:
-            ph, pw = patch
-            grid = p.reshape(batch, num_frames, height // ph, width // pw, ph, pw, channels)
-            return grid.permute(0, 1, 6, 2, 4, 3, 5).reshape(batch, num_frames, channels, height, width)
+            ph, pw = self.pred_stride[-2:]
+            if len(self.input_size) == 3:  # patches flattened (py, px, c)
+                grid = p.reshape(batch, num_frames, height // ph, width // pw, ph, pw, channels)
+                return grid.permute(0, 1, 6, 2, 4, 3, 5).reshape(batch, num_frames, channels, height, width)
+            grid = p.reshape(batch, num_frames, height // ph, width // pw, channels, ph, pw)  # (c, py, px)
+            return grid.permute(0, 1, 4, 2, 5, 3, 6).reshape(batch, num_frames, channels, height, width)
 
         return frames.transpose(1, 2), to_frames(masked), to_frames(reconstruction)
 

@@ -15,8 +15,8 @@ from iopath.common.file_io import g_pathmgr
 from torch import nn
 
 from hiera_video.models.hiera import HieraBackbone
+from hiera_video.utils.wrappers import strip_ddp_prefix, unwrap_model
 
-DDP_PREFIX = "module."
 RESIZABLE_KEYS = ("pos_embed_spatial", "pos_embed_temporal", "pos_embed")
 Shape = Tuple[int, ...]
 
@@ -70,7 +70,7 @@ def extract_state_dict(checkpoint: Mapping[str, Any]) -> Dict[str, torch.Tensor]
             "expected a state dict of tensors or a checkpoint with a 'model_state' state dict; "
             f"got top-level keys {sorted(checkpoint)[:10]}"
         )
-    return {k[len(DDP_PREFIX) :] if k.startswith(DDP_PREFIX) else k: v for k, v in state.items()}
+    return dict(strip_ddp_prefix(state))
 
 
 def _source_grid(num_tokens: int, target_grid: Tuple[int, int], key: str) -> Tuple[int, int]:
@@ -114,7 +114,7 @@ def load_pretrained(
     if isinstance(state_dict_or_checkpoint, (str, os.PathLike)):
         state_dict_or_checkpoint = load_state_file(state_dict_or_checkpoint)
     source = extract_state_dict(state_dict_or_checkpoint)
-    target = model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
+    target = unwrap_model(model)
     model_state = target.state_dict()
 
     to_load: Dict[str, torch.Tensor] = {}

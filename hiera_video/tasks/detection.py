@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hiera_video.data.ava import VAL_SECOND_STEP
+from hiera_video.data.ava import VAL_SECOND_STEP, KeyframeFailure
 from hiera_video.utils import distributed as du
 from hiera_video.utils.progress import ProgressReporter
 from hiera_video.evaluation.ava import (evaluate_frame_map, read_detections, read_exclusions, read_groundtruth,
@@ -40,12 +40,12 @@ def keyframe_second(key: str) -> float:
     return float(key.rsplit(",", 1)[1])
 
 
-def log_failed_keyframes(split: str, failures: list[str]) -> None:
+def log_failed_keyframes(split: str, failures: list[KeyframeFailure]) -> None:
     """One warning per video (not per keyframe) for keyframes that failed to decode: a missing or broken video
-    has hundreds. `failures` are "<video> at <second> s: <error>" entries from the dataset."""
-    by_video: dict[str, list[str]] = {}
-    for entry in failures:
-        by_video.setdefault(entry.split(" ", 1)[0], []).append(entry)
+    has hundreds."""
+    by_video: dict[str, list[KeyframeFailure]] = {}
+    for failure in failures:
+        by_video.setdefault(failure.video_id, []).append(failure)
     for video, entries in by_video.items():
         more = f"; {len(entries) - 1} more like it" if len(entries) > 1 else ""
         logger.warning("AVA %s: %d keyframe%s of %s failed to decode (no detections for them): %s%s", split,
@@ -66,7 +66,8 @@ class DetectionTask(Task):
         return action_loss(logits, batch["labels"]), {}
 
     @torch.no_grad()
-    def _predict(self, model: nn.Module, split: str, class_ids: list[int]) -> tuple[dict[str, Any], list[str]]:
+    def _predict(self, model: nn.Module, split: str, class_ids: list[int]
+                 ) -> tuple[dict[str, Any], list[KeyframeFailure]]:
         """This rank's predictions: keyframe index [N], normalised box [N, 4] and sigmoid scores [N, len(class_ids)]
         per detected box, and the keyframes that failed to decode."""
         model.eval()
@@ -74,7 +75,7 @@ class DetectionTask(Task):
         progress = ProgressReporter(len(loader), split, enabled=self.ctx.is_main)
         columns = torch.tensor([c - 1 for c in class_ids])
         parts: dict[str, list[torch.Tensor]] = {"index": [], "boxes": [], "scores": []}
-        bad: list[str] = []
+        bad: list[KeyframeFailure] = []
         for batch in loader:
             bad.extend(batch["bad_files"])
             progress.update(1)

@@ -34,3 +34,12 @@ class BadRowReport:
             more = f", and {count - len(shown)} more" if count > len(shown) else ""
             log.warning("%s: %s: %d row%s: %s%s", self.path, problem, count, "" if count == 1 else "s",
                         ", ".join(shown), more)
+
+
+def check_bad_fraction(bad: int, total: int, max_fraction: float, description: str) -> None:
+    """Fails when more than `max_fraction` (DATA.MAX_BAD_FRACTION) of `total` inputs are bad.
+
+    The RuntimeError reads "<bad> of <total> <description>, more than DATA.MAX_BAD_FRACTION=<max_fraction>".
+    """
+    if total and bad / total > max_fraction:
+        raise RuntimeError(f"{bad} of {total} {description}, more than DATA.MAX_BAD_FRACTION={max_fraction}")
