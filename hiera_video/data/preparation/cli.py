@@ -8,8 +8,8 @@
 
 Every subcommand takes --workers N (default: the usable CPU cores), shows a progress bar on a terminal, skips
 outputs finished by an earlier run, lists bad inputs instead of stopping, and prints a summary. The exit status is
-0 when the run completed (even with failed inputs, which the summary counts and a CSV lists) and 2 when it could
-not start (a missing folder, a malformed annotation file).
+0 when the run completed (even with failed inputs, which the summary counts and a CSV lists), 2 when it could
+not start (a missing folder, a malformed annotation file) and 130 when interrupted.
 """
 from __future__ import annotations
 
@@ -206,4 +206,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"prepare_data.py {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"prepare_data.py {args.command}: interrupted; finished outputs are kept, run it again to resume",
+              file=sys.stderr)
+        return 130
     return 0
