@@ -16,7 +16,11 @@ import sys
 import numpy as np
 import pytest
 
-from hiera_video.evaluation import ava
+from hiera_video.evaluation.ava import csv_rows, readers
+from hiera_video.evaluation.ava.csv_rows import AvaFormatError
+from hiera_video.evaluation.ava.metric import AvaResult, evaluate_files
+from hiera_video.evaluation.ava.output import write_detections_csv
+from hiera_video.evaluation.ava.readers import read_detections, read_exclusions, read_groundtruth, read_labelmap
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AVA_EVAL_IDS = (1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 17, 20, 22, 24, 26, 27, 28, 29, 30, 34, 36, 37, 38,
@@ -40,8 +44,8 @@ def _labels_labelmap(ids) -> str:
                    for i in ids)
 
 
-def _evaluate(tmp_path, labelmap: str, gt: str, det: str, exclusions: str | None = None) -> ava.AvaResult:
-    return ava.evaluate_files(_write(tmp_path / "gt.csv", gt), _write(tmp_path / "det.csv", det),
+def _evaluate(tmp_path, labelmap: str, gt: str, det: str, exclusions: str | None = None) -> AvaResult:
+    return evaluate_files(_write(tmp_path / "gt.csv", gt), _write(tmp_path / "det.csv", det),
                               _write(tmp_path / "labelmap.pbtxt", labelmap),
                               _write(tmp_path / "excluded.csv", exclusions) if exclusions is not None else None)
 
@@ -266,7 +270,7 @@ def test_matches_numbers_of_the_official_evaluator(tmp_path, name):
         pytest.skip("np.argsort orders tied scores differently here than where the official numbers were recorded")
     paths = _random_case(tmp_path, **options)
     assert _digest(paths) == digest, "the generated files changed; re-record the official numbers"
-    result = ava.evaluate_files(paths["groundtruth"], paths["detections"], paths["labelmap"], paths.get("exclusions"))
+    result = evaluate_files(paths["groundtruth"], paths["detections"], paths["labelmap"], paths.get("exclusions"))
     assert {class_id: entry["ap"] for class_id, entry in result.per_class.items() if entry["ap"] is not None} == \
         pytest.approx(expected_ap, abs=1e-9)
     assert result.map == pytest.approx(expected_map, abs=1e-9)
@@ -358,7 +362,7 @@ def test_matches_slow_reference_on_random_sets(tmp_path, seed):
                dict(labelmap="ava80", exclusions=True, score_step=0.0001)][seed % 4]
     paths = _random_case(tmp_path, 1000 + seed, keyframes=12, **options)
     expected_map, expected_ap = _reference_frame_map(paths)
-    result = ava.evaluate_files(paths["groundtruth"], paths["detections"], paths["labelmap"], paths.get("exclusions"))
+    result = evaluate_files(paths["groundtruth"], paths["detections"], paths["labelmap"], paths.get("exclusions"))
     assert {c: e["ap"] for c, e in result.per_class.items() if e["ap"] is not None} == \
         pytest.approx(expected_ap, abs=1e-9)
     assert result.map == pytest.approx(expected_map, abs=1e-9, nan_ok=True)
@@ -370,10 +374,10 @@ def test_reading_in_small_chunks_gives_the_same_result(tmp_path, monkeypatch, ch
     for seed, shuffle in ((7, False), (8, True)):
         paths = _random_case(tmp_path, seed, keyframes=14, shuffle=shuffle, score_step=0.05)
         args = (paths["groundtruth"], paths["detections"], paths["labelmap"])
-        whole = ava.evaluate_files(*args)
+        whole = evaluate_files(*args)
         with monkeypatch.context() as patch:
-            patch.setattr(ava, "_CHUNK_CHARS", chunk_chars)
-            assert ava.evaluate_files(*args) == whole
+            patch.setattr(csv_rows, "CHUNK_CHARS", chunk_chars)
+            assert evaluate_files(*args) == whole
 
 
 @pytest.mark.parametrize("video_ids", [("vid0", "vid1"), (" vid é0", "v" * 40)])
@@ -381,12 +385,12 @@ def test_fast_and_csv_module_parsing_agree(tmp_path, video_ids):
     """Quoting one field sends the file through the csv module; the result must not change. Video ids keep their
     spaces and accents on both paths; a long one makes numpy's fixed-width reader hand over to the csv module."""
     paths = _random_case(tmp_path, 5, keyframes=10, score_step=0.05)
-    _, whitelist = ava.read_labelmap(paths["labelmap"])
+    _, whitelist = read_labelmap(paths["labelmap"])
     with open(paths["detections"]) as f:
         text = f.read().replace("vid0", video_ids[0]).replace("vid1", video_ids[1])
     plain = _write(tmp_path / "plain.csv", text)
     quoted = _write(tmp_path / "quoted.csv", '"' + text.replace(",", '",', 1))
-    fast, slow = ava.read_detections(plain, whitelist), ava.read_detections(quoted, whitelist)
+    fast, slow = read_detections(plain, whitelist), read_detections(quoted, whitelist)
     assert fast.keys == slow.keys and {key.split(",")[0] for key in fast.keys} == set(video_ids)
     for field in ("keyframe", "boxes", "labels", "scores"):
         np.testing.assert_array_equal(getattr(fast, field), getattr(slow, field))
@@ -402,8 +406,8 @@ def test_well_formed_files_do_not_need_the_csv_module(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("csv module path used")
 
-    monkeypatch.setattr(ava, "_parse_slow", fail)
-    assert len(ava.read_detections(detections, ava.read_labelmap(paths["labelmap"])[1]).scores) > 0
+    monkeypatch.setattr(csv_rows, "parse_slow", fail)
+    assert len(read_detections(detections, read_labelmap(paths["labelmap"])[1]).scores) > 0
 
 
 # ------------------------------------------------------------------------------------------------- readers
@@ -412,20 +416,20 @@ def test_well_formed_files_do_not_need_the_csv_module(tmp_path, monkeypatch):
 def test_read_labelmap_both_official_forms(tmp_path):
     items = _write(tmp_path / "items.pbtxt", _items_labelmap([1, 3], {1: "bend/bow (at the waist)", 3: "crouch"}))
     labels = _write(tmp_path / "labels.pbtxt", _labels_labelmap([1, 2]))
-    assert ava.read_labelmap(items) == ([{"id": 1, "name": "bend/bow (at the waist)"},
+    assert read_labelmap(items) == ([{"id": 1, "name": "bend/bow (at the waist)"},
                                          {"id": 3, "name": "crouch"}], {1, 3})
-    assert ava.read_labelmap(labels) == ([{"id": 1, "name": "action 1"}, {"id": 2, "name": "action 2"}], {1, 2})
+    assert read_labelmap(labels) == ([{"id": 1, "name": "action 1"}, {"id": 2, "name": "action 2"}], {1, 2})
     # Like the official parser, only lines indented by exactly two spaces count.
     tabbed = _write(tmp_path / "tabbed.pbtxt", 'item {\n  name: "a"\n  id: 1\n}\nitem {\n\tname: "b"\n\tid: 2\n}\n')
-    assert ava.read_labelmap(tabbed)[1] == {1}
+    assert read_labelmap(tabbed)[1] == {1}
 
 
 def test_timestamps_are_the_same_keyframe_however_spelled(tmp_path):
     gt = _write(tmp_path / "gt.csv", "v,0902,0.1,0.1,0.5,0.5,1,0\nv,902.0,0.2,0.1,0.5,0.5,1,1\nv,902.5\n")
-    boxes = ava.read_groundtruth(gt, {1})
+    boxes = read_groundtruth(gt, {1})
     assert boxes.keys == ["v,902.000000", "v,902.500000"]
     assert boxes.keyframe.tolist() == [0, 0]
-    assert ava.read_exclusions(_write(tmp_path / "ex.csv", "v,902\nw,1798.0\n")) == {"v,902.000000",
+    assert read_exclusions(_write(tmp_path / "ex.csv", "v,902\nw,1798.0\n")) == {"v,902.000000",
                                                                                    "w,1798.000000"}
 
 
@@ -433,7 +437,7 @@ def test_detections_keep_official_order_and_columns(tmp_path):
     det = _write(tmp_path / "det.csv", "v,0903,0.1,0.2,0.3,0.4,1,0.5\nv,0902,0.5,0.6,0.7,0.8,1,0.7\n"
                                        "v,0903,0.1,0.2,0.3,0.4,2,0.9\nv,0903,0.1,0.2,0.3,0.4,5,0.99\n"
                                        "v,0902,0.1,0.2,0.3,0.4,2\n")
-    boxes = ava.read_detections(det, {1, 2})
+    boxes = read_detections(det, {1, 2})
     assert [boxes.keys[k] for k in boxes.keyframe] == ["v,903.000000"] * 2 + ["v,902.000000"] * 2
     assert boxes.scores.tolist() == [0.9, 0.5, 1.0, 0.7]  # per keyframe by descending score; 7 columns -> 1.0
     assert boxes.labels.tolist() == [2, 1, 2, 1]
@@ -442,12 +446,12 @@ def test_detections_keep_official_order_and_columns(tmp_path):
 
 def test_write_detections_csv_round_trips_in_the_official_format(tmp_path):
     path = str(tmp_path / "out.csv")
-    ava.write_detections_csv(path, [("vid", 902, 0.1234, 0.2, 0.3, 0.4, 5, 0.123456),
+    write_detections_csv(path, [("vid", 902, 0.1234, 0.2, 0.3, 0.4, 5, 0.123456),
                                     ("vid", 1798.5, 0.1, 0.2, 0.3, 0.4, 12, 1.0)])
     with open(path) as f:
         assert f.read() == ("vid,0902,0.123,0.200,0.300,0.400,5,0.1235\n"
                             "vid,1798.500000,0.100,0.200,0.300,0.400,12,1.0000\n")
-    boxes = ava.read_detections(path, {5, 12})
+    boxes = read_detections(path, {5, 12})
     assert boxes.keys == ["vid,902.000000", "vid,1798.500000"] and boxes.scores.tolist() == [0.1235, 1.0]
 
 
@@ -465,21 +469,21 @@ def test_write_detections_csv_round_trips_in_the_official_format(tmp_path):
 ])
 def test_malformed_detection_row_names_file_and_line(tmp_path, bad_row, message):
     det = _write(tmp_path / "det.csv", f"v,0902,0.1,0.1,0.5,0.5,1,0.9\n{bad_row}\nv,0904,0.1,0.1,0.5,0.5,1,0.9\n")
-    with pytest.raises(ava.AvaFormatError, match=message):
-        ava.read_detections(det, {1})
+    with pytest.raises(AvaFormatError, match=message):
+        read_detections(det, {1})
 
 
 def test_header_row_is_reported(tmp_path):
     header = _write(tmp_path / "gt.csv", "video_id,timestamp,x1,y1,x2,y2,action_id,person_id\n")
-    with pytest.raises(ava.AvaFormatError, match=r"gt\.csv:1: timestamp 'timestamp' is not a number"):
-        ava.read_groundtruth(header, {1})
+    with pytest.raises(AvaFormatError, match=r"gt\.csv:1: timestamp 'timestamp' is not a number"):
+        read_groundtruth(header, {1})
 
 
 # ------------------------------------------------------------------------------------------------- bad boxes
 
 
 def _warnings(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == ava.__name__ and r.levelname == "WARNING"]
+    return [r.getMessage() for r in caplog.records if r.name == readers.__name__ and r.levelname == "WARNING"]
 
 
 def _as_two_column_rows(text: str, bad_lines) -> str:
@@ -505,7 +509,7 @@ def test_bad_ground_truth_boxes_are_reported_by_line_and_dropped(tmp_path, caplo
                                        "v,0904,0.1,0.1,0.5,0.5,1,0.7\nv,0905,0.3,0.3,0.31,0.6,1,0.6\n")
     labelmap = _write(tmp_path / "labelmap.pbtxt", _items_labelmap([1]))
     gt = _write(tmp_path / "gt.csv", gt_text)
-    result = ava.evaluate_files(gt, det, labelmap)
+    result = evaluate_files(gt, det, labelmap)
     warnings = _warnings(caplog)
     assert len(warnings) == 3, warnings
     assert f"x2 < x1 or y2 < y1 (or a NaN) are dropped: 2 rows: {gt}:2 (x1,y1,x2,y2 = 0.6,0.1,0.5,0.5), {gt}:5 " \
@@ -517,7 +521,7 @@ def test_bad_ground_truth_boxes_are_reported_by_line_and_dropped(tmp_path, caplo
     clean = {"groundtruth": _write(tmp_path / "clean.csv", _as_two_column_rows(gt_text, [2, 5, 6])),
              "detections": det, "labelmap": labelmap}
     assert result.map == pytest.approx(_reference_frame_map(clean)[0], abs=1e-12)
-    assert ava.evaluate_files(clean["groundtruth"], det, labelmap) == result
+    assert evaluate_files(clean["groundtruth"], det, labelmap) == result
 
 
 @pytest.mark.parametrize("reading", ["whole", "chunks of 64 characters", "csv module"])
@@ -541,9 +545,9 @@ def test_official_numbers_hold_when_bad_ground_truth_rows_are_added(tmp_path, mo
     if reading == "csv module":
         text = '"' + text.replace(",", '",', 1)
     elif reading == "chunks of 64 characters":
-        monkeypatch.setattr(ava, "_CHUNK_CHARS", 64)
+        monkeypatch.setattr(csv_rows, "CHUNK_CHARS", 64)
     gt = _write(tmp_path / "bad_gt.csv", text)
-    result = ava.evaluate_files(gt, paths["detections"], paths["labelmap"], paths["exclusions"])
+    result = evaluate_files(gt, paths["detections"], paths["labelmap"], paths["exclusions"])
     assert {c: e["ap"] for c, e in result.per_class.items() if e["ap"] is not None} == \
         pytest.approx(expected_ap, abs=1e-9)
     assert result.map == pytest.approx(expected_map, abs=1e-9)
@@ -581,10 +585,10 @@ def test_bad_detection_boxes_are_reported_and_scored_like_the_official_evaluator
 
 def test_labelmap_without_ids_names_the_file(tmp_path):
     path = _write(tmp_path / "empty.pbtxt", 'item {\n name: "one space"\n id: 1\n}\n')
-    with pytest.raises(ava.AvaFormatError, match=r"empty\.pbtxt: no class ids found"):
-        ava.read_labelmap(path)
-    with pytest.raises(ava.AvaFormatError, match=r"zero\.pbtxt:3: class ids must be >= 1"):
-        ava.read_labelmap(_write(tmp_path / "zero.pbtxt", 'item {\n  name: "a"\n  id: 0\n}\n'))
+    with pytest.raises(AvaFormatError, match=r"empty\.pbtxt: no class ids found"):
+        read_labelmap(path)
+    with pytest.raises(AvaFormatError, match=r"zero\.pbtxt:3: class ids must be >= 1"):
+        read_labelmap(_write(tmp_path / "zero.pbtxt", 'item {\n  name: "a"\n  id: 0\n}\n'))
 
 
 # ------------------------------------------------------------------------------------------------- CLI
@@ -601,7 +605,7 @@ def test_cli_prints_table_and_writes_json(tmp_path):
     done = _run_cli("--groundtruth", paths["groundtruth"], "--detections", paths["detections"],
                     "--labelmap", paths["labelmap"], "--output", output)
     assert done.returncode == 0, done.stderr
-    expected = ava.evaluate_files(paths["groundtruth"], paths["detections"], paths["labelmap"])
+    expected = evaluate_files(paths["groundtruth"], paths["detections"], paths["labelmap"])
     with open(output) as f:
         saved = json.load(f)
     assert saved == expected.to_json_dict()

@@ -17,7 +17,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from hiera_video.evaluation.ava import AvaFormatError, AvaResult, evaluate_files, save_result_json  # noqa: E402
+from hiera_video.evaluation.ava.csv_rows import AvaFormatError  # noqa: E402
+from hiera_video.evaluation.ava.metric import AvaResult, evaluate_files  # noqa: E402
+from hiera_video.evaluation.ava.output import save_result_json  # noqa: E402
 
 
 def format_table(result: AvaResult) -> str:

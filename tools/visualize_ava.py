@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 from hiera_video.config import load_config  # noqa: E402
 from hiera_video.data.ava import AvaVideos  # noqa: E402
-from hiera_video.evaluation.ava import read_labelmap  # noqa: E402
+from hiera_video.evaluation.ava.readers import read_labelmap  # noqa: E402
 
 DETECTION_COLOUR = (255, 140, 0)
 GROUNDTRUTH_COLOUR = (40, 220, 40)

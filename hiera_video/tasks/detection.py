@@ -21,8 +21,9 @@ from torch import nn
 from hiera_video.data.ava import VAL_SECOND_STEP, KeyframeFailure
 from hiera_video.utils import distributed as du
 from hiera_video.utils.progress import ProgressReporter
-from hiera_video.evaluation.ava import (evaluate_frame_map, read_detections, read_exclusions, read_groundtruth,
-                                        read_labelmap, save_result_json, write_detections_csv)
+from hiera_video.evaluation.ava.metric import AvaResult, evaluate_frame_map
+from hiera_video.evaluation.ava.output import save_result_json, write_detections_csv
+from hiera_video.evaluation.ava.readers import read_detections, read_exclusions, read_groundtruth, read_labelmap
 from hiera_video.models.build import build_detector
 from hiera_video.tasks.base import Task
 
@@ -130,7 +131,7 @@ class DetectionTask(Task):
                      "bad_videos": len(all_bad)}
         return du.broadcast_object(stats)
 
-    def _score(self, detections: str, labelmap: list[dict], class_ids: set[int], subsampled: bool):
+    def _score(self, detections: str, labelmap: list[dict], class_ids: set[int], subsampled: bool) -> AvaResult:
         """Frame-mAP of the detections file; with `subsampled`, only ground truth of every 4th second counts."""
         ava = self.cfg.AVA
         groundtruth = read_groundtruth(self._annotation(ava.GROUNDTRUTH_FILE), class_ids)
