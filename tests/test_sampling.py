@@ -7,7 +7,6 @@ from hiera_video.data.sampling import (
     clip_span,
     jittered_segment_views,
     random_clip_indices,
-    repeated_clip_indices,
     segment_indices,
     uniform_view_indices,
     union_indices,
@@ -79,15 +78,6 @@ def test_one_view_is_the_centre_clip():
         uniform_view_indices(300, 16, 4, 30, 30, num_views=0)
 
 
-def test_repeated_clips_are_independent_random_clips():
-    rng = np.random.default_rng(3)
-    clips = repeated_clip_indices(400, 16, 4, 30, 30, num_samples=4, rng=rng)
-    assert len(clips) == 4 and all(c.shape == (16,) for c in clips)
-    assert len({tuple(c) for c in clips}) == 4
-    again = repeated_clip_indices(400, 16, 4, 30, 30, num_samples=4, rng=np.random.default_rng(3))
-    assert all(np.array_equal(a, b) for a, b in zip(clips, again))
-
-
 def pyslowfast_segments(video_length, num_frames):
     """PySlowFast's SSv2 middle-frame rule, written out as in its dataset code (test mode)."""
     seg_size = float(video_length - 1) / num_frames
@@ -127,7 +117,8 @@ def test_jittered_segment_views_are_deterministic_offsets_inside_segments():
 
 def test_union_decodes_overlapping_views_once():
     views = uniform_view_indices(50, 16, 4, 30, 30, num_views=3)  # shorter than a clip: the views coincide
-    views += repeated_clip_indices(300, 16, 4, 30, 30, num_samples=2, rng=np.random.default_rng(0))
+    rng = np.random.default_rng(0)
+    views += [random_clip_indices(300, 16, 4, 30, 30, rng=rng) for _ in range(2)]
     unique, positions = union_indices(views)
     assert np.array_equal(unique, np.unique(np.concatenate(views)))
     assert len(unique) <= len(set(views[0])) + 32

@@ -51,10 +51,9 @@ def per_process_batch(global_batch: int, world_size: int, accum_iter: int, key: 
     return global_batch // parts
 
 
-def build_train_loader(cfg: CfgNode, ctx: DistContext, dataset: Dataset | None = None
-                       ) -> tuple[DataLoader, ResumableSampler]:
+def build_train_loader(cfg: CfgNode, ctx: DistContext) -> tuple[DataLoader, ResumableSampler]:
     """Shuffled, padded, resumable loader of the training split; batches are micro-batches."""
-    dataset = dataset if dataset is not None else build_dataset(cfg, "train")
+    dataset = build_dataset(cfg, "train")
     batch = per_process_batch(cfg.TRAIN.BATCH_SIZE, ctx.world_size, cfg.TRAIN.ACCUM_ITER, "TRAIN.BATCH_SIZE")
     sampler = ResumableSampler(len(dataset), ctx.rank, ctx.world_size, shuffle=True, seed=cfg.RNG_SEED)
     loader = build_loader(dataset, sampler, batch, cfg.DATA_LOADER.NUM_WORKERS, cfg.DATA_LOADER.PIN_MEMORY,

@@ -75,7 +75,7 @@ class ClipDataset(Dataset):
     """Labelled videos -> dict(video [V,C,T,H,W], label, index, view [V], bad_files).
 
     Each video is decoded once for all its views. A video that fails to decode is reported in `bad_files` and
-    replaced by another randomly drawn one (`replace_bad=True`, training), or by the next healthy one
+    replaced by another randomly drawn one (`replace_randomly=True`, training), or by the next healthy one
     (evaluation: the replacement keeps its own index, so per-video aggregation never counts it twice).
     """
 
@@ -92,9 +92,6 @@ class ClipDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.records)
-
-    def labels(self) -> list[int]:
-        return [r.label for r in self.records]
 
     def _load(self, index: int, rng: np.random.Generator) -> torch.Tensor:
         record = self.records[index]

@@ -73,24 +73,6 @@ def uniform_view_indices(
     return [_clip_at(slack * k / (num_views - 1), span, video_len, num_frames) for k in range(num_views)]
 
 
-def repeated_clip_indices(
-    video_len: int,
-    num_frames: int,
-    sampling_rate: int,
-    video_fps: float,
-    target_fps: float,
-    num_samples: int,
-    rng: np.random.Generator,
-) -> list[np.ndarray]:
-    """`num_samples` independent random clips of one video (MAE repeated sampling from a single decode)."""
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    return [
-        random_clip_indices(video_len, num_frames, sampling_rate, video_fps, target_fps, rng)
-        for _ in range(num_samples)
-    ]
-
-
 def _segment_bounds(video_len: int, num_segments: int) -> tuple[np.ndarray, np.ndarray]:
     """First and last frame (inclusive) of each of `num_segments` equal segments (PySlowFast SSv2 rounding)."""
     if video_len < 1 or num_segments < 1:

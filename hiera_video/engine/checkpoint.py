@@ -108,8 +108,9 @@ def _check_weights_only_loadable(value: Any, where: str) -> None:
 def save_checkpoint(path: str, state: dict) -> None:
     """Write `state` atomically to `path` (temporary file in the same folder, fsync, rename).
 
-    `state` holds e.g. model_state, optimizer_state, scaler_state, epoch, iter, cfg (YAML string), rng_state,
-    sampler_state; a `module.` prefix on every model_state key is removed. Raises TypeError naming the entry
+    `state` holds e.g. (the trainer's) model_state, optimizer_state, scaler_state, epoch, iter, world_size,
+    rng_states (one per rank), best (the tracked minima) and cfg (YAML string); a `module.` prefix on every
+    model_state key is removed. Raises TypeError naming the entry
     when a value would not load with weights_only=True.
     """
     if "model_state" in state:

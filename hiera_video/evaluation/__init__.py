@@ -1,0 +1,1 @@
+"""Metrics: top-k errors and multi-view aggregation (classification), AVA frame-mAP (ava)."""

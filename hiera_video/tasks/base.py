@@ -23,7 +23,6 @@ class Task:
     split and kept (`loader`).
     """
 
-    name = "task"
     # json_stats keys of `validate` whose minimum over epochs is also logged (as min_<key>).
     tracked_minima: tuple[str, ...] = ()
 
@@ -44,9 +43,6 @@ class Task:
         if split not in self._loaders:
             self._loaders[split] = build_eval_loader(self.cfg, self.ctx, split)
         return self._loaders[split]
-
-    def dataset_name(self, split: str) -> str:
-        return self.cfg.TEST.DATASET if split == "test" else self.cfg.TRAIN.DATASET
 
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError

@@ -35,7 +35,8 @@ def smoothed_one_hot(labels: torch.Tensor, num_classes: int, smoothing: float) -
 
 
 class ClassificationTask(Task):
-    name = "classification"
+    """Video classification: soft-target cross-entropy (mixup, smoothing), top-k errors, multi-view test."""
+
     tracked_minima = ("top1_err", "top5_err")
 
     def __init__(self, cfg, ctx) -> None:

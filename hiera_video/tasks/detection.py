@@ -54,7 +54,7 @@ def log_failed_keyframes(split: str, failures: list[KeyframeFailure]) -> None:
 
 
 class DetectionTask(Task):
-    name = "detection"
+    """AVA action detection: BCE per box and action; frame-mAP of the written detections file."""
 
     def _annotation(self, name: str) -> str:
         return os.path.join(self.cfg.AVA.ANNOTATION_DIR, name)

@@ -11,7 +11,8 @@ from hiera_video.tasks.base import Task
 
 
 class MaeTask(Task):
-    name = "mae"
+    """Masked-autoencoder pretraining: the model's own reconstruction loss, on fixed masks for evaluation."""
+
     tracked_minima = ("loss",)
 
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:

@@ -1,2 +1,2 @@
 """Low-level helpers every layer may use: process-group context and collectives, seeding, atomic writes, meters,
-progress reporting, bad-row reports. Nothing here imports another part of hiera_video."""
+progress reporting, bad-row reports, model wrappers. Nothing here imports another part of hiera_video."""

@@ -1,4 +1,4 @@
-"""Smoothed metrics: a window median / mean and a weighted global average per named value."""
+"""Smoothed metrics: a window median and a weighted global average per named value."""
 from __future__ import annotations
 
 import math
@@ -7,18 +7,12 @@ from collections import deque
 
 
 class ScalarMeter:
-    """One metric: median and mean over the last `window_size` values, and a weighted global average."""
+    """One metric: the median over the last `window_size` values, and a weighted global average."""
 
     def __init__(self, window_size: int = 20) -> None:
         if window_size < 1:
             raise ValueError(f"window_size must be >= 1, got {window_size}")
         self._window: deque[float] = deque(maxlen=window_size)
-        self.total = 0.0
-        self.count = 0
-
-    def reset(self) -> None:
-        """Forget all values."""
-        self._window.clear()
         self.total = 0.0
         self.count = 0
 
@@ -30,16 +24,8 @@ class ScalarMeter:
         self.count += n
 
     @property
-    def latest(self) -> float:
-        return self._window[-1] if self._window else math.nan
-
-    @property
     def median(self) -> float:
         return statistics.median(self._window) if self._window else math.nan
-
-    @property
-    def avg(self) -> float:
-        return statistics.fmean(self._window) if self._window else math.nan
 
     @property
     def global_avg(self) -> float:
@@ -63,9 +49,6 @@ class MetricLogger:
             raise KeyError(f"No metric '{name}'; logged metrics: {sorted(self.meters)}")
         return self.meters[name]
 
-    def __contains__(self, name: str) -> bool:
-        return name in self.meters
-
     def median(self, name: str) -> float:
         """Window median of one metric."""
         return self[name].median
@@ -75,10 +58,5 @@ class MetricLogger:
         return {name: meter.median for name, meter in self.meters.items()}
 
     def global_averages(self) -> dict[str, float]:
-        """Weighted average of every metric since the last reset (for per-epoch logs)."""
+        """Weighted average of every metric (for per-epoch logs)."""
         return {name: meter.global_avg for name, meter in self.meters.items()}
-
-    def reset(self) -> None:
-        """Forget all values (the metric names stay)."""
-        for meter in self.meters.values():
-            meter.reset()
