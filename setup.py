@@ -1,4 +1,6 @@
 """Install hiera_video: `pip install -e ".[test]"`."""
+from __future__ import annotations
+
 from setuptools import find_packages, setup
 
 setup(
@@ -26,5 +28,7 @@ setup(
     extras_require={
         "test": ["pytest>=7.4", "scikit-video>=1.1.11", "hiera-transformer==0.1.4"],
         "benchmark": ["hiera-transformer==0.1.4", "py-spy>=0.3"],
+        # The linters .ci/run and .pre-commit-config.yaml run, pinned so a new release cannot break CI.
+        "dev": ["ruff==0.17.6", "mypy==2.4.1", "import-linter==2.17", "pre-commit>=3.5"],
     },
 )

@@ -10,14 +10,15 @@ import gc
 import os
 import statistics
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Callable
 
 import torch
 
 Step = Callable[[], object]
 
 
-def interleaved_times(steps: Dict[str, Step], repeats: int, warmup: int = 1) -> Dict[str, List[float]]:
+def interleaved_times(steps: dict[str, Step], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
     """Wall seconds of `repeats` calls of every step, run round-robin after `warmup` calls each.
 
     Each round starts one step later (A B C, B C A, C A B, ...), so no step always follows the same neighbour:
@@ -27,7 +28,7 @@ def interleaved_times(steps: Dict[str, Step], repeats: int, warmup: int = 1) -> 
         for _ in range(warmup):
             step()
     names = list(steps)
-    times: Dict[str, List[float]] = {name: [] for name in names}
+    times: dict[str, list[float]] = {name: [] for name in names}
     for round_index in range(repeats):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
@@ -73,7 +74,7 @@ _M_MMAP_THRESHOLD = -3
 _SMALL_BLOCK = 1 << 16
 
 
-def _libc() -> Optional[ctypes.CDLL]:
+def _libc() -> ctypes.CDLL | None:
     try:
         return ctypes.CDLL("libc.so.6")
     except OSError:
@@ -102,7 +103,7 @@ class PeakMemory:
             self._libc.mallopt(_M_MMAP_THRESHOLD, _SMALL_BLOCK)
             self._libc.mallopt(_M_TRIM_THRESHOLD, _SMALL_BLOCK)
 
-    def measure(self, step: Step) -> Optional[int]:
+    def measure(self, step: Step) -> int | None:
         """Peak extra bytes of one call of `step`, or None when the platform cannot tell."""
         if not self.available:
             return None
@@ -115,7 +116,7 @@ class PeakMemory:
         return _status_bytes("VmHWM") - before
 
 
-def format_mb(num_bytes: Optional[int]) -> str:
+def format_mb(num_bytes: int | None) -> str:
     """Bytes as MB for a table cell ("n/a" when unknown)."""
     return "n/a" if num_bytes is None else f"{num_bytes / 1e6:.0f}"
 

@@ -23,7 +23,7 @@ import os
 import sys
 import tempfile
 import warnings
-from typing import Callable, Dict, List
+from typing import Callable
 
 import numpy as np
 import torch
@@ -181,7 +181,7 @@ def pytorchvideo_clips(folder: str, decoder: str) -> Callable[[], torch.Tensor]:
     return next_clip
 
 
-def view_loaders(folder: str) -> Dict[str, Callable[[], torch.Tensor]]:
+def view_loaders(folder: str) -> dict[str, Callable[[], torch.Tensor]]:
     """All views of one video: our test split (one decode), and the same views decoded one temporal view at a
     time (what a loader that treats every view as its own sample does)."""
     dataset = our_dataset(folder, "test", "decord")
@@ -203,7 +203,7 @@ def view_loaders(folder: str) -> Dict[str, Callable[[], torch.Tensor]]:
     return {"decode once (ours)": decode_once, "decode each view": decode_each_view}
 
 
-def check_clip(name: str, clip: torch.Tensor, shape: List[int]) -> None:
+def check_clip(name: str, clip: torch.Tensor, shape: list[int]) -> None:
     if list(clip.shape) != shape or clip.dtype != torch.float32:
         raise RuntimeError(f"{name} returned {clip.dtype} {list(clip.shape)}, expected float32 {shape}")
 

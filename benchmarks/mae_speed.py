@@ -17,7 +17,7 @@ import argparse
 import os
 import sys
 import warnings
-from typing import Callable, Dict
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +43,7 @@ SIZES = {
 DECODERS = {"base": {}, "tiny": dict(decoder_embed_dim=64, decoder_depth=2, decoder_num_heads=2)}  # {} = release
 
 
-def build_models(size: str) -> Dict[str, nn.Module]:
+def build_models(size: str) -> dict[str, nn.Module]:
     """The four models, all carrying the official MAE's random init (the classifiers get its encoder)."""
     import hiera
     from hiera.hiera_mae import MaskedAutoencoderHiera as OfficialMAE
@@ -76,7 +76,7 @@ def training_step(name: str, model: nn.Module, clip: torch.Tensor, mask: torch.T
     return step
 
 
-def check_same_loss(models: Dict[str, nn.Module], clip: torch.Tensor, mask: torch.Tensor) -> float:
+def check_same_loss(models: dict[str, nn.Module], clip: torch.Tensor, mask: torch.Tensor) -> float:
     """|our MAE loss - the official MAE loss| on `clip` with `mask`: zero up to rounding for the same weights."""
     with torch.no_grad():
         ours, official = (models[n](clip, mask=mask)[0].item() for n in ("ours MAE", "official MAE"))

@@ -18,7 +18,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -95,11 +95,11 @@ class Row:
     config: str
     compiled: bool
     mode: str
-    steps: Dict[str, Callable[[], object]]
+    steps: dict[str, Callable[[], object]]
     flops: float
-    compile_seconds: Dict[str, float] = field(default_factory=dict)
-    times: Dict[str, List[float]] = field(default_factory=dict)  # seconds per step; "matmul": FLOP/s samples
-    peak: Dict[str, Optional[int]] = field(default_factory=dict)
+    compile_seconds: dict[str, float] = field(default_factory=dict)
+    times: dict[str, list[float]] = field(default_factory=dict)  # seconds per step; "matmul": FLOP/s samples
+    peak: dict[str, int | None] = field(default_factory=dict)
 
     def clips_per_second(self, name: str) -> float:
         return 1.0 / median(self.times[name])
@@ -128,7 +128,7 @@ def prepare(model: nn.Module, mode: str, compiled: bool, clip: torch.Tensor, lab
     return step, time.perf_counter() - start
 
 
-def run(configs: List[str], compile_modes: List[bool], repeats: Dict[str, Dict[str, int]]) -> List[Row]:
+def run(configs: list[str], compile_modes: list[bool], repeats: dict[str, dict[str, int]]) -> list[Row]:
     """Time every row (ours, official and a matmul interleaved), then measure peak memory of every step."""
     mm_step, mm_flops = matmul_step()
     rows = []
@@ -158,7 +158,7 @@ def run(configs: List[str], compile_modes: List[bool], repeats: Dict[str, Dict[s
     return rows
 
 
-def report(rows: List[Row]) -> None:
+def report(rows: list[Row]) -> None:
     headers = ["config", "compile", "mode", "ours clip/s", "official clip/s", "ratio", "target", "ours MB",
                "official MB", "ours %mm", "official %mm", "compile s (ours/off.)"]
     table = []

@@ -4,6 +4,8 @@
 or JPEG frame folders, ground truth, detected boxes, label map, exclusions. Each person is a flat coloured
 rectangle whose colour says its action (red: 1 "stand", blue: 3 "sit"), so a detector can learn it.
 """
+from __future__ import annotations
+
 import os
 import pickle
 from dataclasses import replace
@@ -14,8 +16,16 @@ import torch
 from torchvision.io import encode_jpeg
 
 from hiera_video.config import load_config
-from hiera_video.data.ava import (AvaVideos, KeyframeFailure, build_ava, collate_detection, jitter_boxes,
-                                  keyframe_clip_indices, read_box_lists, read_frame_lists)
+from hiera_video.data.ava import (
+    AvaVideos,
+    KeyframeFailure,
+    build_ava,
+    collate_detection,
+    jitter_boxes,
+    keyframe_clip_indices,
+    read_box_lists,
+    read_frame_lists,
+)
 from hiera_video.data.build import build_dataset
 from hiera_video.data.loader import SampleKey
 from hiera_video.data.video_io import write_video

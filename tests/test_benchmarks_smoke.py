@@ -3,6 +3,8 @@
 The benchmarks themselves are not tests (they take minutes and their numbers depend on the machine); this only
 checks that each one still runs, compares what it claims to compare, and prints its table and summary.
 """
+from __future__ import annotations
+
 import os
 import re
 import subprocess

@@ -1,4 +1,6 @@
 """Checkpoint naming, atomic saving, auto-resume lookup, weights_only loading and RNG state round trips."""
+from __future__ import annotations
+
 import os
 import random
 
@@ -8,9 +10,17 @@ import torch
 from torch import nn
 
 from hiera_video.engine import checkpoint as ckpt
-from hiera_video.engine.checkpoint import (capture_rng_state, checkpoint_path, find_latest_checkpoint, keep_last,
-                                           list_checkpoints, load_checkpoint, parse_checkpoint_name,
-                                           restore_rng_state, save_checkpoint)
+from hiera_video.engine.checkpoint import (
+    capture_rng_state,
+    checkpoint_path,
+    find_latest_checkpoint,
+    keep_last,
+    list_checkpoints,
+    load_checkpoint,
+    parse_checkpoint_name,
+    restore_rng_state,
+    save_checkpoint,
+)
 from hiera_video.engine.optim import build_optimizer
 from hiera_video.utils.wrappers import unwrap_model
 

@@ -1,4 +1,6 @@
 """Config loading: inheritance, overrides, and errors that name the key and suggest the right one."""
+from __future__ import annotations
+
 import pytest
 
 from hiera_video.config import ConfigError, load_config

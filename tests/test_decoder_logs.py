@@ -14,10 +14,10 @@ import textwrap
 
 import pytest
 import yaml
+from video_factory import index_coded_frames, make_empty_file, make_truncated_video, make_video
 
 from hiera_video.config import ConfigError, load_config
 from hiera_video.data.video_io import set_decoder_log_level
-from video_factory import index_coded_frames, make_empty_file, make_truncated_video, make_video
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What FFmpeg (through PyAV or decord) and decord's C++ print about broken files.

@@ -1,4 +1,6 @@
 """The demo dataset: real mp4 files in Kinetics CSV format, classes told apart only by motion."""
+from __future__ import annotations
+
 import os
 
 import numpy as np

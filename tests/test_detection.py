@@ -1,5 +1,7 @@
 """AVA detection: the ROI head's geometry, the detector's weights and gradients, the loss, and end-to-end runs
 (train, validate, test) on tiny real AVA-format datasets whose mAP must equal tools/ava_eval.py's."""
+from __future__ import annotations
+
 import csv
 import json
 import os
@@ -12,11 +14,11 @@ import torch
 from hiera_video.config import load_config
 from hiera_video.engine.logging import read_json_stats
 from hiera_video.engine.runner import run
+from hiera_video.models.build import build_detector
 from hiera_video.models.complexity import count_gmacs
 from hiera_video.models.heads import HieraActionDetector, RoIActionHead
 from hiera_video.models.registry import create_model, model_spec
 from hiera_video.models.weights import load_pretrained
-from hiera_video.models.build import build_detector
 from hiera_video.tasks.detection import action_loss
 from tests.test_ava_data import write_ava_dataset
 

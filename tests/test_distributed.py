@@ -1,5 +1,7 @@
 """hiera_video.engine.launch and hiera_video.utils.distributed: real gloo process groups on the CPU, launcher
 detection, seeds."""
+from __future__ import annotations
+
 import json
 import os
 import subprocess
@@ -81,7 +83,8 @@ def test_two_gloo_processes_share_means_objects_and_broadcasts(no_launcher_env):
 
 def test_exception_in_one_child_fails_the_launch_without_hanging(no_launcher_env):
     start = time.monotonic()
-    with pytest.raises(launch.LocalLaunchError, match=r"(?s)local process 1 of 2 \(rank 1\) failed first.*boom on rank 1"):
+    first_failure = r"(?s)local process 1 of 2 \(rank 1\) failed first.*boom on rank 1"
+    with pytest.raises(launch.LocalLaunchError, match=first_failure):
         launch.launch_local(_fail_on_rank_one, 2, timeout_minutes=5)
     assert time.monotonic() - start < 60  # far below the 5-minute collective timeout rank 0 was waiting on
 

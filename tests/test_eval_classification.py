@@ -1,4 +1,6 @@
 """Top-k errors and multi-view score aggregation (duplicates, ensembles, missing views, merging ranks)."""
+from __future__ import annotations
+
 import io
 
 import pytest

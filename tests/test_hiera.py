@@ -6,8 +6,8 @@ import torch
 
 from hiera_video import models
 from hiera_video.models import Hiera, create_model, list_models
-from hiera_video.models.complexity import count_gmacs, count_params
 from hiera_video.models import hiera as hiera_module
+from hiera_video.models.complexity import count_gmacs, count_params
 from hiera_video.models.hiera import reroll_tokens, unroll_tokens, unwindow_units
 
 # A tiny video Hiera with the released structure: 3 stages, windowed -> global attention with the one-block lag

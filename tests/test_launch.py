@@ -1,4 +1,6 @@
 """tools/run_net.py as users start it: plain, under torchrun (2 CPU processes), and with impossible layouts."""
+from __future__ import annotations
+
 import os
 import subprocess
 import sys

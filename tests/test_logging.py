@@ -1,4 +1,6 @@
 """Logging setup per rank, json_stats lines and files, meters, tensorboard scalars, progress output."""
+from __future__ import annotations
+
 import io
 import json
 import logging
@@ -8,8 +10,8 @@ import re
 import pytest
 import torch
 
-from hiera_video.engine.logging import (TensorboardWriter, log_json_stats, memory_string, read_json_stats,
-                                        setup_logging)
+from hiera_video.engine import logging as run_logging
+from hiera_video.engine.logging import TensorboardWriter, log_json_stats, memory_string, read_json_stats, setup_logging
 from hiera_video.utils.meters import MetricLogger, ScalarMeter
 from hiera_video.utils.progress import ProgressReporter, eta_string
 
@@ -27,7 +29,7 @@ def clean_root_logger():
 
 
 def _own_handlers(root):
-    return [h for h in root.handlers if getattr(h, "_hiera_video", False)]
+    return [h for h in root.handlers if h in run_logging._INSTALLED]
 
 
 def test_rank0_logs_info_to_stdout_and_file_once_even_after_two_setups(tmp_path, capsys, clean_root_logger):
@@ -93,9 +95,9 @@ def test_scalar_meter_window_and_weighted_global_average():
 
 def test_metric_logger_tracks_named_meters():
     metrics = MetricLogger(window_size=2)
-    metrics.update(loss=torch.tensor(4.0), dt=0.5, n=2)
-    metrics.update(loss=2.0, dt=0.3, n=2)
-    metrics.update(loss=1.0, dt=0.1, n=4)
+    metrics.update({"loss": torch.tensor(4.0), "dt": 0.5}, n=2)
+    metrics.update({"loss": 2.0, "dt": 0.3}, n=2)
+    metrics.update({"loss": 1.0, "dt": 0.1}, n=4)
     assert metrics.medians() == pytest.approx({"loss": 1.5, "dt": 0.2})
     assert metrics.median("dt") == pytest.approx(0.2)
     assert metrics.global_averages()["loss"] == pytest.approx((8 + 4 + 4) / 8)

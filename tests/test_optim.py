@@ -1,4 +1,6 @@
 """Parameter groups (weight-decay exclusions, layer-wise LR decay), optimizer construction and LR schedules."""
+from __future__ import annotations
+
 import math
 
 import pytest

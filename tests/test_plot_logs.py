@@ -29,8 +29,8 @@ def write_run(folder, val: dict) -> str:
 @pytest.fixture
 def three_runs(tmp_path):
     """Two classification runs in folders both named `out`, and a detection run."""
-    return [write_run(tmp_path / "a" / "out", {"top1_err": 40.0}), write_run(tmp_path / "b" / "out", {"top1_err": 30.0}),
-            write_run(tmp_path / "c", {"map": 0.25})]
+    return [write_run(tmp_path / "a" / "out", {"top1_err": 40.0}),
+            write_run(tmp_path / "b" / "out", {"top1_err": 30.0}), write_run(tmp_path / "c", {"map": 0.25})]
 
 
 def test_runs_in_folders_of_the_same_name_get_distinct_labels_and_curves(three_runs, tmp_path):

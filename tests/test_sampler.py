@@ -1,4 +1,6 @@
 """The resumable sampler: sharding, per-epoch shuffles, mid-epoch skipping, and per-sample seeds."""
+from __future__ import annotations
+
 import torch
 
 from hiera_video.data.loader import ResumableSampler, SampleKey, collate_samples

@@ -1,4 +1,6 @@
 """Temporal sampling: clip spans, random/centre/uniform clips, SSv2 segments, repeated clips, index unions."""
+from __future__ import annotations
+
 import numpy as np
 import pytest
 

@@ -1,4 +1,6 @@
 """Every shipped config loads, and builds its model (on the meta device: no memory for Hiera-H's weights)."""
+from __future__ import annotations
+
 import glob
 import os
 
@@ -6,8 +8,8 @@ import pytest
 import torch
 
 from hiera_video.config import load_config
-from hiera_video.utils.distributed import DistContext
 from hiera_video.tasks import build_task
+from hiera_video.utils.distributed import DistContext
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "*", "*.yaml"))

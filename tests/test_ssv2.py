@@ -1,5 +1,7 @@
 """Something-Something v2: release layout of real VP9 webm files, PySlowFast frame lists, segment sampling,
 flip with left/right label swap, bad annotations, and fine-tuning with the shipped recipe end to end."""
+from __future__ import annotations
+
 import json
 import logging
 import os

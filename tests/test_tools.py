@@ -1,4 +1,6 @@
 """Command-line tools: MAE visualisation, log plots, and submit.py's checks before anything reaches Slurm."""
+from __future__ import annotations
+
 import os
 import subprocess
 import sys

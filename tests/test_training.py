@@ -1,4 +1,6 @@
 """End-to-end training on real mp4 files: both tasks, exact resume, multi-view test, bad input."""
+from __future__ import annotations
+
 import logging
 import os
 import signal

@@ -1,4 +1,6 @@
 """Video transforms (same random op on every frame), test-time crops, normalisation, and MixUp/CutMix."""
+from __future__ import annotations
+
 import pytest
 import torch
 from torchvision import tv_tensors

@@ -1,17 +1,11 @@
 """Opening and reading real videos: decord vs PyAV, frame indices, frame folders, broken files."""
+from __future__ import annotations
+
 import os
 
 import numpy as np
 import pytest
 import torch
-
-from hiera_video.data.video_io import (
-    DecordReader,
-    FrameImagesReader,
-    PyAVReader,
-    VideoDecodeError,
-    open_video,
-)
 from video_factory import (
     decode_frame_ids,
     index_coded_frames,
@@ -20,6 +14,14 @@ from video_factory import (
     make_truncated_video,
     make_video,
     truncate_file,
+)
+
+from hiera_video.data.video_io import (
+    DecordReader,
+    FrameImagesReader,
+    PyAVReader,
+    VideoDecodeError,
+    open_video,
 )
 
 BACKENDS = ["decord", "pyav"]

@@ -1,4 +1,6 @@
 """Fine-tuning initialisation from official classifier/MAE files and our checkpoints."""
+from __future__ import annotations
+
 import pytest
 import torch
 import torch.nn.functional as F

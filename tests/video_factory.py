@@ -6,7 +6,6 @@ green = 16 * (i // 16)), so a test can read back which source frame a decoder re
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import av
 import numpy as np
@@ -20,7 +19,7 @@ INDICES_PER_LEVEL = 16
 
 
 def index_coded_frames(
-    num_frames: int, height: int = 48, width: int = 64, noise_seed: Optional[int] = None
+    num_frames: int, height: int = 48, width: int = 64, noise_seed: int | None = None
 ) -> np.ndarray:
     """uint8 [num_frames, height, width, 3]; frame i encodes i (up to 255) in its red and green levels.
 

@@ -6,11 +6,13 @@
 
 GMACs and activations are per sample (batch 1); speed is clips (or images) per second at --batch.
 """
+from __future__ import annotations
+
 import argparse
 import os
 import sys
 import time
-from typing import Dict, Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -25,7 +27,7 @@ from hiera_video.models.complexity import count_mactivations, count_params, gmac
 MAE_MASK_RATIO = 0.9
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, choices=list_models(), metavar="NAME", help="registered model name")
     parser.add_argument("--frames", type=int, help="clip length (video models; default: the model's)")
@@ -37,7 +39,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def input_size_for(name: str, frames: Optional[int], size: Optional[int]) -> Sequence[int]:
+def input_size_for(name: str, frames: int | None, size: int | None) -> Sequence[int]:
     """The model's default input size with --frames/--size applied."""
     default = list(model_spec(name).defaults["input_size"])
     if frames is not None:
@@ -63,11 +65,11 @@ def clips_per_second(model: torch.nn.Module, shape: Sequence[int], warmup: int, 
     return shape[0] * iters / elapsed
 
 
-def format_split(split: Dict[str, float]) -> str:
+def format_split(split: dict[str, float]) -> str:
     return ", ".join(f"{op} {value:.1f}" for op, value in sorted(split.items()))
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

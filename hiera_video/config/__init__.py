@@ -9,7 +9,8 @@ time with the same message (`check_choice`).
 from __future__ import annotations
 
 import difflib
-from typing import Any, Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
 
 import yaml
 from fvcore.common.config import CfgNode

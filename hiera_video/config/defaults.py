@@ -3,6 +3,8 @@
 Names follow PySlowFast where it has them, so a PySlowFast user feels at home. Batch sizes are GLOBAL (over all
 processes of all machines); the code divides them by the world size.
 """
+from __future__ import annotations
+
 from fvcore.common.config import CfgNode
 
 _C = CfgNode()

@@ -34,8 +34,9 @@ from __future__ import annotations
 import csv
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -47,8 +48,8 @@ from torchvision.transforms import v2
 
 from hiera_video.data.clip_dataset import load_with_replacement
 from hiera_video.data.frame_lists import read_frame_list
-from hiera_video.data.transforms import eval_geometry, to_normalized_float, train_geometry, video_to_clip
 from hiera_video.data.loader import SampleKey
+from hiera_video.data.transforms import eval_geometry, to_normalized_float, train_geometry, video_to_clip
 from hiera_video.data.video_io import VideoDecodeError, open_video
 from hiera_video.utils.reports import BadRowReport
 
@@ -242,7 +243,7 @@ class AvaVideos:
         self.backend = backend
 
     @classmethod
-    def from_cfg(cls, cfg: CfgNode, split: str) -> "AvaVideos":
+    def from_cfg(cls, cfg: CfgNode, split: str) -> AvaVideos:
         """The layout the AVA config names: AVA.VIDEO_DIR, or AVA.FRAME_DIR with the split's frame lists."""
         ava = cfg.AVA
         if bool(ava.VIDEO_DIR) == bool(ava.FRAME_DIR):

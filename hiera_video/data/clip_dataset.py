@@ -6,8 +6,9 @@ for several views, per-sample seeding and the bad-file policy live here once.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, TypeVar
+from typing import Callable, TypeVar
 
 import numpy as np
 import torch
@@ -29,8 +30,8 @@ Failure = TypeVar("Failure")
 
 def load_with_replacement(key: SampleKey | int, load: Callable[[int, np.random.Generator], T],
                           failure: Callable[[int, Exception], Failure],
-                          next_index: Callable[[int, np.random.Generator], Optional[int]],
-                          name: str) -> tuple[Optional[T], int, list[Failure]]:
+                          next_index: Callable[[int, np.random.Generator], int | None],
+                          name: str) -> tuple[T | None, int, list[Failure]]:
     """Loads sample `key.index` with all randomness seeded by `key.seed`; a video that fails to decode is reported
     as `failure(index, error)` and `next_index` chooses a replacement (None: give up and return None).
 

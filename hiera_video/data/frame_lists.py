@@ -5,7 +5,8 @@ own way; reading them is done once, here.
 """
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 from iopath.common.file_io import g_pathmgr
 

@@ -8,7 +8,8 @@ torch's DistributedSampler cannot skip to an iteration nor hand out seeds, hence
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch

@@ -22,8 +22,9 @@ import json
 import logging
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -98,7 +99,7 @@ class SplitEntry:
 
     video_id: str
     template: str
-    label: Optional[int]
+    label: int | None
 
 
 def read_split(path: str, classes: dict[str, int]) -> list[SplitEntry]:
@@ -145,7 +146,7 @@ class MirrorLabels:
     twin: dict[int, int]
     unflippable: frozenset[int]
 
-    def flipped_label(self, label: int) -> Optional[int]:
+    def flipped_label(self, label: int) -> int | None:
         """The label of the flipped sample, or None when the sample must not be flipped."""
         if label in self.unflippable:
             return None
@@ -196,7 +197,7 @@ class SSv2Dataset(ClipDataset):
 
     def __init__(self, records: Sequence[VideoRecord], plan_views: ViewPlanner, transform: ClipTransform, backend: str,
                  replace_randomly: bool, name: str, entry_problems: dict[int, str],
-                 mirror: Optional[MirrorLabels] = None) -> None:
+                 mirror: MirrorLabels | None = None) -> None:
         super().__init__(records, plan_views, transform, backend, replace_randomly, name)
         self.entry_problems = dict(entry_problems)
         self.mirror = mirror

@@ -8,7 +8,7 @@ erased box. Geometric ops run first, on uint8, so colour ops and normalisation o
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 from torchvision import tv_tensors
@@ -104,9 +104,9 @@ def to_normalized_float(mean: Sequence[float], std: Sequence[float]) -> list[v2.
 
 def train_geometry(
     crop_size: int,
-    scale: Optional[tuple[float, float]] = (0.08, 1.0),
+    scale: tuple[float, float] | None = (0.08, 1.0),
     aspect: tuple[float, float] = (3 / 4, 4 / 3),
-    jitter_scales: Optional[tuple[int, int]] = (256, 320),
+    jitter_scales: tuple[int, int] | None = (256, 320),
     flip: bool = True,
 ) -> list[v2.Transform]:
     """The random crop (and flip) of training, for a video and anything moving with it (v2 BoundingBoxes).
@@ -140,11 +140,11 @@ def eval_geometry(crop_size: int, short_side: int) -> list[v2.Transform]:
 
 def build_train_transform(
     crop_size: int,
-    scale: Optional[tuple[float, float]] = (0.08, 1.0),
+    scale: tuple[float, float] | None = (0.08, 1.0),
     aspect: tuple[float, float] = (3 / 4, 4 / 3),
-    jitter_scales: Optional[tuple[int, int]] = (256, 320),
+    jitter_scales: tuple[int, int] | None = (256, 320),
     flip: bool = True,
-    rand_augment: Optional[tuple[int, float]] = None,
+    rand_augment: tuple[int, float] | None = None,
     rand_augment_std: float = 0.0,
     random_erasing_prob: float = 0.0,
     mean: Sequence[float] = KINETICS_MEAN,
@@ -198,7 +198,7 @@ def _crop_offsets(length: int, crop_size: int, num_crops: int) -> list[int]:
 
 
 def spatial_crops(
-    video: torch.Tensor, crop_size: int, num_crops: int, short_side: Optional[int] = None
+    video: torch.Tensor, crop_size: int, num_crops: int, short_side: int | None = None
 ) -> list[torch.Tensor]:
     """Test-time spatial views (PySlowFast semantics).
 

@@ -16,7 +16,6 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
-from typing import Optional, Union
 
 import av
 import av.logging
@@ -37,7 +36,7 @@ DECODER_LOG_LEVELS = {"quiet": -8, "error": 16, "warning": 24, "info": 32, "debu
 # level of a process that never calls set_decoder_log_level (default "quiet").
 DECODER_LOG_ENV = "HIERA_DECODER_LOG_LEVEL"
 
-_decoder_log_level: Optional[str] = None  # the level applied in this process (inherited by forked children)
+_decoder_log_level: str | None = None  # the level applied in this process (inherited by forked children)
 _stderr_lock = threading.Lock()
 
 
@@ -157,7 +156,7 @@ class VideoReader(ABC):
     def close(self) -> None:
         """Release the decoder (idempotent)."""
 
-    def __enter__(self) -> "VideoReader":
+    def __enter__(self) -> VideoReader:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -295,7 +294,7 @@ class PyAVReader(VideoReader):
             raise VideoDecodeError(self.path, f"frame size changes inside the video: {sorted(shapes)}")
         return torch.from_numpy(np.stack(frames))
 
-    def _decode_forward(self, indices: np.ndarray, seek_pts: Optional[int]) -> Optional[list[np.ndarray]]:
+    def _decode_forward(self, indices: np.ndarray, seek_pts: int | None) -> list[np.ndarray] | None:
         """Decode from the keyframe before `seek_pts` (or the start) until every wanted frame is seen.
 
         Each wanted index gets the first frame whose index is >= it; indices past the end get the last frame.
@@ -386,7 +385,7 @@ def list_frame_images(folder: str) -> list[str]:
 
 
 def open_video(
-    path: Union[str, Sequence[str]],
+    path: str | Sequence[str],
     backend: str = "decord",
     num_threads: int = 1,
     frames_fps: float = 30.0,

@@ -13,7 +13,7 @@ import random
 import re
 import zipfile
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -60,7 +60,10 @@ def parse_checkpoint_name(path: str) -> CheckpointName | None:
 
 
 def _ordering_key(path: str) -> tuple[int, int, bool]:
-    epoch, iteration = parse_checkpoint_name(path)
+    name = parse_checkpoint_name(path)
+    if name is None:
+        raise ValueError(f"{path} is not named like a checkpoint")
+    epoch, iteration = name
     # On a tie (an `_iter_000000` file next to the epoch file) the end-of-epoch file counts as newer.
     return epoch, iteration, "_iter_" not in os.path.basename(path)
 
@@ -150,7 +153,8 @@ def capture_rng_state() -> dict:
     """RNG states of Python `random`, NumPy's global generator, torch CPU and every CUDA device, as tensors and
     plain values (loadable with weights_only=True)."""
     py_version, py_internal, py_gauss = random.getstate()
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    np_state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True))
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np_state
     state = {
         "python": {"version": py_version, "internal": torch.tensor(py_internal, dtype=torch.int64),
                    "gauss_next": py_gauss},

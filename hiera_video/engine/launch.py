@@ -16,16 +16,22 @@ import socket
 import tempfile
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import submitit
 import torch.multiprocessing
 from submitit.slurm.slurm import SlurmJobEnvironment
 from torch.multiprocessing.spawn import ProcessException, ProcessExitedException
 
-from hiera_video.utils.distributed import (DistContext, LaunchSpec, current_context, destroy_process_group,
-                                           init_process_group)
+from hiera_video.utils.distributed import (
+    DistContext,
+    LaunchSpec,
+    current_context,
+    destroy_process_group,
+    init_process_group,
+)
 
 # Slurm jobs without MASTER_PORT rendezvous on SLURM_PORT_BASE + job_id % SLURM_PORT_SPAN: jobs sharing a node
 # get different ports, and a requeued job (same id) the same one.

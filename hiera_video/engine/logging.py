@@ -8,7 +8,8 @@ import math
 import os
 import resource
 import sys
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import simplejson
@@ -22,6 +23,7 @@ _DATE_FORMAT = "%m/%d %H:%M:%S"
 _JSON_STATS_PREFIX = "json_stats: "
 JSON_STATS_FILE = "json_stats.log"
 STDOUT_FILE = "stdout.log"
+_INSTALLED: list[logging.Handler] = []  # the handlers setup_logging added to the root logger
 
 
 class _OwnedStreamHandler(logging.StreamHandler):
@@ -39,9 +41,10 @@ def setup_logging(output_dir: str | None, rank: int = 0) -> None:
     """Configure the root logger: rank 0 logs INFO to stdout and OUTPUT_DIR/stdout.log; other ranks log WARNING
     and above to stdout with a rank prefix. Calling it again replaces the handlers it installed before."""
     root = logging.getLogger()
-    for handler in [h for h in root.handlers if getattr(h, "_hiera_video", False)]:
+    for handler in _INSTALLED:
         root.removeHandler(handler)
         handler.close()
+    _INSTALLED.clear()
 
     prefix = "" if rank == 0 else f"[rank {rank}]"
     formatter = logging.Formatter(prefix + _FORMAT, datefmt=_DATE_FORMAT)
@@ -53,8 +56,8 @@ def setup_logging(output_dir: str | None, rank: int = 0) -> None:
         handlers.append(_OwnedStreamHandler(log_file))
     for handler in handlers:
         handler.setFormatter(formatter)
-        handler._hiera_video = True
         root.addHandler(handler)
+        _INSTALLED.append(handler)
     root.setLevel(logging.INFO if rank == 0 else logging.WARNING)
 
 

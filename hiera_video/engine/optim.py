@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -92,7 +92,7 @@ def build_optimizer(model: nn.Module, name: str, base_lr: float, weight_decay: f
         group["lr"] = base_lr * group["lr_scale"]
     name = name.lower()
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=base_lr, betas=tuple(betas), weight_decay=weight_decay)
+        return torch.optim.AdamW(groups, lr=base_lr, betas=(betas[0], betas[1]), weight_decay=weight_decay)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=base_lr, momentum=momentum, weight_decay=weight_decay)
     raise ValueError(f"Unknown optimizer '{name}': expected one of {', '.join(OPTIMIZERS)}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from typing import Any
 
 import torch
 
@@ -34,9 +35,9 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.signal_name = ""
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, Any] = {}  # signal number -> the handler installed before
 
-    def install(self) -> "StopFlag":
+    def install(self) -> StopFlag:
         if threading.current_thread() is threading.main_thread():
             for signum in STOP_SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._on_signal)

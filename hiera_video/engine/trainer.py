@@ -17,18 +17,18 @@ from fvcore.common.config import CfgNode
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from hiera_video.engine import checkpoint as ckpt
-from hiera_video.utils import distributed as du
-from hiera_video.engine.logging import TensorboardWriter, log_json_stats, memory_string
 from hiera_video.config import register_choices
+from hiera_video.engine import checkpoint as ckpt
+from hiera_video.engine.logging import TensorboardWriter, log_json_stats, memory_string
 from hiera_video.engine.optim import LR_POLICIES, OPTIMIZERS, build_optimizer, lr_at, scaled_lr, set_lr
 from hiera_video.engine.preemption import StopFlag, StopRequested
 from hiera_video.models.weights import load_pretrained, load_state_file
 from hiera_video.tasks.base import Task
+from hiera_video.utils import distributed as du
 from hiera_video.utils.meters import MetricLogger
+from hiera_video.utils.progress import ProgressReporter, eta_string
 from hiera_video.utils.reports import check_bad_fraction
 from hiera_video.utils.wrappers import unwrap_model
-from hiera_video.utils.progress import ProgressReporter, eta_string
 
 logger = logging.getLogger(__name__)
 
@@ -139,12 +139,14 @@ class Trainer:
                                             else None, find_unused_parameters=False)
         self.train_model = model
         loader, sampler = self.task.train_loader()
-        self.steps_per_epoch = sampler.samples_per_epoch() // loader.batch_size // cfg.TRAIN.ACCUM_ITER
+        batch_size = loader.batch_size
+        assert batch_size is not None  # the loader batches samples itself
+        self.steps_per_epoch = sampler.samples_per_epoch() // batch_size // cfg.TRAIN.ACCUM_ITER
         stop = StopFlag().install()
         try:
             for epoch in range(self.start_epoch, cfg.SOLVER.MAX_EPOCH):
                 start_iter = self.start_iter if epoch == self.start_epoch else 0
-                sampler.set_epoch(epoch, start_iter * loader.batch_size * cfg.TRAIN.ACCUM_ITER)
+                sampler.set_epoch(epoch, start_iter * batch_size * cfg.TRAIN.ACCUM_ITER)
                 self.train_epoch(loader, epoch, start_iter, stop)
                 last = epoch + 1 == cfg.SOLVER.MAX_EPOCH
                 if last or (epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0:
@@ -180,7 +182,7 @@ class Trainer:
             for micro in micro_batches:
                 bad_files.update(self._report_bad(micro))
             dt = time.perf_counter() - t0
-            meters.update(dt=dt, dt_data=t_data, dt_net=dt - t_data, **stats)
+            meters.update({"dt": dt, "dt_data": t_data, "dt_net": dt - t_data, **stats})
             progress.update(1)
             done = step + 1
             if done % cfg.LOG_PERIOD == 0 or done == self.steps_per_epoch:
@@ -207,8 +209,10 @@ class Trainer:
         accum = len(micro_batches)
         totals: dict[str, float] = {}
         for i, batch in enumerate(micro_batches):
-            sync = i == accum - 1 or not isinstance(model, DistributedDataParallel)
-            with (contextlib.nullcontext() if sync else model.no_sync()), amp_context(self.cfg, self.device):
+            # Gradients are all-reduced once, after the last micro-batch.
+            sync = model.no_sync() if isinstance(model, DistributedDataParallel) and i < accum - 1 else \
+                contextlib.nullcontext()
+            with sync, amp_context(self.cfg, self.device):
                 loss, stats = self.task.loss(model, move_to(batch, self.device))
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(

@@ -1,4 +1,6 @@
 """Hiera models: backbone/classifier, video MAE, named constructors, pretrained-weight loading."""
+from __future__ import annotations
+
 from hiera_video.models.hiera import (
     Hiera,
     HieraBackbone,

@@ -12,7 +12,7 @@ from hiera_video.config import register_choices
 from hiera_video.models.heads import HieraActionDetector
 from hiera_video.models.hiera import Hiera
 from hiera_video.models.mae import TARGETS
-from hiera_video.models.registry import create_model, model_spec
+from hiera_video.models.registry import constructor_parameters, create_model, model_spec
 
 # HIERA config key -> constructor argument; unset values (-1 or []) keep the constructor's default.
 _HIERA_OVERRIDES = {
@@ -34,11 +34,10 @@ def _default(arch: str, arg: str) -> Any:
     spec = model_spec(arch)
     if arg in spec.defaults:
         return spec.defaults[arg]
-    for klass in spec.cls.__mro__:
-        parameter = inspect.signature(klass.__init__).parameters.get(arg) if "__init__" in vars(klass) else None
-        if parameter is not None and parameter.default is not inspect.Parameter.empty:
-            return parameter.default
-    raise KeyError(f"{arch} has no default for {arg}")
+    parameter = constructor_parameters(spec.cls).get(arg)
+    if parameter is None or parameter.default is inspect.Parameter.empty:
+        raise KeyError(f"{arch} has no default for {arg}")
+    return parameter.default
 
 
 def _fit_to_stage_count(arch: str, overrides: dict[str, Any]) -> None:

@@ -3,10 +3,13 @@
 fvcore has no handle for `aten::scaled_dot_product_attention`; `sdpa_macs` adds it (q @ k^T and attn @ v; the
 softmax is not counted, like every other elementwise op in fvcore).
 """
+from __future__ import annotations
+
 import contextlib
 import math
 import warnings
-from typing import Any, Dict, Iterator, List, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,26 +26,26 @@ SDPA_OP = "aten::scaled_dot_product_attention"
 NOT_MACS = ("aten::layer_norm",)
 
 
-def sdpa_macs(inputs: List[Any], outputs: List[Any]) -> int:
+def sdpa_macs(inputs: list[Any], outputs: list[Any]) -> int:
     """fvcore handle: MACs of SDPA with q [..., L, E], k [..., S, E], v [..., S, Ev] = batch * L * S * (E + Ev)."""
     q_shape, k_shape, v_shape = (get_shape(v) for v in inputs[:3])
     batch = math.prod(q_shape[:-2])
     return batch * q_shape[-2] * k_shape[-2] * (q_shape[-1] + v_shape[-1])
 
 
-def sdpa_activations(inputs: List[Any], outputs: List[Any]) -> int:
+def sdpa_activations(inputs: list[Any], outputs: list[Any]) -> int:
     """fvcore activation handle for SDPA: the elements of its output."""
     return math.prod(get_shape(outputs[0]))
 
 
-def _not_counted(inputs: List[Any], outputs: List[Any]) -> int:
+def _not_counted(inputs: list[Any], outputs: list[Any]) -> int:
     return 0
 
 
 class _BoundCall(nn.Module):
     """Traces `model.<method>(x, **kwargs)` (jit tracing only passes tensors)."""
 
-    def __init__(self, model: nn.Module, method: str, kwargs: Dict[str, Any]):
+    def __init__(self, model: nn.Module, method: str, kwargs: dict[str, Any]):
         super().__init__()
         self.model = model
         self.method = method
@@ -60,7 +63,7 @@ def _example_input(model: nn.Module, input_shape: Sequence[int]) -> torch.Tensor
 
 @contextlib.contextmanager
 def _analysis(analysis_cls, handle, model: nn.Module, input_shape: Sequence[int], method: str,
-              kwargs: Dict[str, Any]) -> Iterator[Any]:
+              kwargs: dict[str, Any]) -> Iterator[Any]:
     """An fvcore analysis of one call in eval mode without gradients or warnings; the model's mode is restored."""
     was_training = model.training
     model.eval()
@@ -85,7 +88,7 @@ def count_params(model: nn.Module) -> int:
 
 def gmacs_by_operator(
     model: nn.Module, input_shape: Sequence[int], method: str = "forward", **method_kwargs: Any
-) -> Dict[str, float]:
+) -> dict[str, float]:
     """GMACs of one call `model.<method>(x, **method_kwargs)` with x of `input_shape`, per operator type."""
     with _analysis(FlopCountAnalysis, sdpa_macs, model, input_shape, method, method_kwargs) as analysis:
         return {op: count / 1e9 for op, count in analysis.by_operator().items() if count}

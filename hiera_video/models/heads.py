@@ -4,7 +4,7 @@ The ROI head follows PySlowFast's ResNetRoIHead / the Hiera paper (App. A.1): th
 over time, RoIAlign (torchvision, aligned=True) pools each person box, a spatial max-pool gives one vector per box,
 then dropout and a linear layer. It returns logits; the loss applies the sigmoid (BCE with logits, AMP-safe).
 """
-from typing import Optional
+from __future__ import annotations
 
 import torch
 from torch import nn
@@ -80,15 +80,15 @@ class HieraActionDetector(HieraBackbone):
         self.roi_head = RoIActionHead(dim, num_classes, spatial_stride=stride_h, resolution=roi_resolution,
                                       dropout=head_dropout)
 
-    def whole_clip_boxes(self, batch_size: int, device: Optional[torch.device] = None
+    def whole_clip_boxes(self, batch_size: int, device: torch.device | None = None
                          ) -> tuple[torch.Tensor, torch.Tensor]:
         """One box covering the whole input per sample: (boxes [B, 4], box_batch_idx [B])."""
         _, height, width = self.input_size
         boxes = torch.tensor([[0.0, 0.0, float(width), float(height)]], device=device).expand(batch_size, 4)
         return boxes, torch.arange(batch_size, device=device)
 
-    def forward(self, x: torch.Tensor, boxes: Optional[torch.Tensor] = None,
-                box_batch_idx: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, boxes: torch.Tensor | None = None,
+                box_batch_idx: torch.Tensor | None = None) -> torch.Tensor:
         """x: [B, 3, *input_size]; boxes [N, 4] (x1, y1, x2, y2) in pixels of x, box_batch_idx [N] their sample.
         Without boxes, one box per clip covers the whole input (e.g. for complexity counts)."""
         if boxes is None:

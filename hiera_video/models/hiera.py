@@ -12,9 +12,12 @@ that (a) each q-pooling step is a max over the slowest axis of size prod(q_strid
 unit are spread with stride num_mask_units, i.e. viewing [B, N // U, U, C] groups them by unit. `reroll_tokens`
 inverts the permutation for the stage outputs.
 """
+from __future__ import annotations
+
 import math
 import os
-from typing import Any, List, Optional, Sequence, Tuple, Union, cast
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -223,14 +226,15 @@ class PatchEmbed(nn.Module):
 
     def __init__(self, in_chans: int, dim: int, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int]):
         super().__init__()
-        conv = {2: nn.Conv2d, 3: nn.Conv3d}[len(kernel)]
-        self.proj = conv(in_chans, dim, kernel_size=tuple(kernel), stride=tuple(stride), padding=tuple(padding))
+        conv: Callable[..., Any] = {2: nn.Conv2d, 3: nn.Conv3d}[len(kernel)]
+        self.proj: nn.Conv2d | nn.Conv3d = conv(in_chans, dim, kernel_size=tuple(kernel), stride=tuple(stride),
+                                                padding=tuple(padding))
         # A channels-last kernel makes the convolution write channels-last output, i.e. tokens [B, N, C] that are
         # already contiguous: the position embedding and the unroll permutation then read whole channel vectors
         # (benchmarks/RESULTS.md). Loading a state dict keeps this layout.
         self.proj.to(memory_format=torch.channels_last_3d if len(kernel) == 3 else torch.channels_last)
 
-    def forward(self, x: torch.Tensor, pixel_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pixel_mask: torch.Tensor | None = None) -> torch.Tensor:
         if pixel_mask is not None:
             x = x * pixel_mask
         return self.proj(x).flatten(2).transpose(1, 2)
@@ -252,7 +256,7 @@ class Head(nn.Module):
 # Backbone
 # ----------------------------------------------------------------------------------------------------------------
 
-IntTuple = Tuple[int, ...]
+IntTuple = tuple[int, ...]
 
 
 def _as_int_tuple(name: str, value: Sequence[int], ndim: int) -> IntTuple:
@@ -284,7 +288,7 @@ class HieraBackbone(nn.Module):
         stages: Sequence[int] = (2, 3, 16, 3),
         q_pool: int = 3,
         q_stride: Sequence[int] = (2, 2),
-        mask_unit_size: Optional[Sequence[int]] = None,
+        mask_unit_size: Sequence[int] | None = None,
         mask_unit_attn: Sequence[bool] = (True, True, False, False),
         dim_mul: float = 2.0,
         head_mul: float = 2.0,
@@ -293,7 +297,7 @@ class HieraBackbone(nn.Module):
         patch_padding: Sequence[int] = (3, 3),
         mlp_ratio: float = 4.0,
         drop_path_rate: float = 0.0,
-        sep_pos_embed: Optional[bool] = None,
+        sep_pos_embed: bool | None = None,
     ):
         super().__init__()
         ndim = len(input_size)
@@ -408,14 +412,14 @@ class HieraBackbone(nn.Module):
                 nn.init.trunc_normal_(getattr(self, name), std=0.02)
         self.apply(init_hiera_weights)
 
-    def no_weight_decay(self) -> List[str]:
+    def no_weight_decay(self) -> list[str]:
         """Parameter names excluded from weight decay (the position embeddings)."""
         if self.sep_pos_embed:
             return ["pos_embed_spatial", "pos_embed_temporal"]
         return ["pos_embed"]
 
     def random_mask(
-        self, batch_size: int, mask_ratio: float, device: Union[torch.device, str, None] = None
+        self, batch_size: int, mask_ratio: float, device: torch.device | str | None = None
     ) -> torch.Tensor:
         """Random [B, num_mask_units] bool mask, True = keep, keeping int(U * (1 - mask_ratio)) units per sample."""
         if not 0.0 <= mask_ratio < 1.0:
@@ -471,32 +475,31 @@ class HieraBackbone(nn.Module):
 
     def forward_tokens(
         self,
-        x: Union[torch.Tensor, List[torch.Tensor]],
-        mask: Optional[torch.Tensor] = None,
+        x: torch.Tensor | list[torch.Tensor],
+        mask: torch.Tensor | None = None,
         return_intermediates: bool = False,
-    ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Run the stem and blocks. Returns (tokens [B, N_out, C] in unrolled order, per-stage feature maps).
 
         Feature maps (only with return_intermediates) are [B, *stage_shape, C] in natural order, or with a mask
         [B, K, *unit_shape, C] per visible unit. A list input uses its first element (PySlowFast pathways).
         """
-        if isinstance(x, (list, tuple)):
-            x = x[0]
-        self.check_input(x)
+        clip = x[0] if isinstance(x, (list, tuple)) else x
+        self.check_input(clip)
         if mask is not None:
-            self.check_mask(mask, x.shape[0])
-        x = self.patch_embed(x, None if mask is None else self._pixel_mask(mask))
-        x = x + self.position_embedding()
-        x = unroll_tokens(x, self.tokens_spatial_shape, self._unroll_strides)
+            self.check_mask(mask, clip.shape[0])
+        tokens = self.patch_embed(clip, None if mask is None else self._pixel_mask(mask))
+        tokens = tokens + self.position_embedding()
+        tokens = unroll_tokens(tokens, self.tokens_spatial_shape, self._unroll_strides)
         if mask is not None:
-            x = self._keep_visible(x, mask)
+            tokens = self._keep_visible(tokens, mask)
         intermediates = []
         for i, block in enumerate(self.blocks):
-            x = block(x)
+            tokens = block(tokens)
             if return_intermediates and i in self.stage_ends:
                 stage = self.stage_ends.index(i)
-                intermediates.append(self._stage_feature_map(x, stage, masked=mask is not None))
-        return x, intermediates
+                intermediates.append(self._stage_feature_map(tokens, stage, masked=mask is not None))
+        return tokens, intermediates
 
 
 def init_hiera_weights(module: nn.Module, bias: float = 0.02) -> None:
@@ -535,20 +538,20 @@ class Hiera(HieraBackbone):
 
     def forward(
         self,
-        x: Union[torch.Tensor, List[torch.Tensor]],
-        mask: Optional[torch.Tensor] = None,
+        x: torch.Tensor | list[torch.Tensor],
+        mask: torch.Tensor | None = None,
         return_intermediates: bool = False,
-    ) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """x: [B, in_chans, *input_size]. Returns logits [B, num_classes].
 
         mask: optional bool [B, num_mask_units], True = keep; then only visible units are computed and the
         un-normed tokens [B, K_out, C] are returned (no head), as the official model does.
         return_intermediates: also return the per-stage feature maps (see HieraBackbone.forward_tokens).
         """
-        x, intermediates = self.forward_tokens(x, mask, return_intermediates)
+        out, intermediates = self.forward_tokens(x, mask, return_intermediates)
         if mask is None:
-            x = self.head(self.norm(x.mean(dim=1)))
-        return (x, intermediates) if return_intermediates else x
+            out = self.head(self.norm(out.mean(dim=1)))
+        return (out, intermediates) if return_intermediates else out
 
 
 # ----------------------------------------------------------------------------------------------------------------

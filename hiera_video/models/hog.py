@@ -13,8 +13,10 @@ Exact definition used here, for images [N, C, H, W] (video frames are treated as
   5. A patch's target is flattened in (channel, cell_y, cell_x, bin) order: C * (patch / cell)^2 * num_bins values
      (3 * 4 * 9 = 108 for RGB and 16x16 patches).
 """
+from __future__ import annotations
+
 import math
-from typing import Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +26,7 @@ NUM_BINS = 9
 NORM_EPS = 1e-6
 
 
-def _sobel_gradients(images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def _sobel_gradients(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """[N, C, H, W] -> (gx, gy), each [N, C, H, W]."""
     channels = images.shape[1]
     smooth = torch.tensor([1.0, 2.0, 1.0], dtype=images.dtype, device=images.device)

@@ -15,8 +15,11 @@ Targets (`target=`):
            then normalised per patch with its mean and unbiased variance (eps 1e-6).
   "hog":   HOG of the same (time-strided) frames per patch, see hiera_video.models.hog.
 """
+from __future__ import annotations
+
 import math
-from typing import Any, List, Optional, Tuple, Union, cast
+from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +42,7 @@ TARGETS = ("pixel", "hog")
 PIXEL_NORM_EPS = 1e-6
 
 
-def pixel_patches(images: torch.Tensor, patch_size: Tuple[int, int], channels_last: bool) -> torch.Tensor:
+def pixel_patches(images: torch.Tensor, patch_size: tuple[int, int], channels_last: bool) -> torch.Tensor:
     """[N, C, H, W] -> [N, (H / ph) * (W / pw), ph * pw * C], patches row-major, each flattened in (py, px, c)
     order if channels_last else (c, py, px)."""
     n, c, height, width = images.shape
@@ -100,8 +103,8 @@ class MaskedAutoencoderHiera(HieraBackbone):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
         self.decoder_pos_embed = nn.Parameter(torch.zeros(1, math.prod(self.tokens_shape_final), decoder_embed_dim))
         self.encoder_norm = nn.LayerNorm(self.out_dim, eps=LAYER_NORM_EPS)
-        conv = {2: nn.Conv2d, 3: nn.Conv3d}[ndim]
-        heads: List[nn.Module] = []
+        conv: Callable[..., nn.Module] = {2: nn.Conv2d, 3: nn.Conv3d}[ndim]
+        heads: list[nn.Module] = []
         for stage in range(pools):
             unit_shape = [m // s**stage for m, s in zip(self.mask_unit_size, self.q_stride)]
             kernel = tuple(u // f for u, f in zip(unit_shape, self.unit_shape_final))
@@ -135,8 +138,8 @@ class MaskedAutoencoderHiera(HieraBackbone):
             stem.copy_(nn.init.xavier_uniform_(stem.new_empty(stem.shape[0], stem[0].numel())).view_as(stem))
 
     def forward_encoder(
-        self, x: torch.Tensor, mask_ratio: float = 0.9, mask: Optional[torch.Tensor] = None
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        self, x: torch.Tensor, mask_ratio: float = 0.9, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode the visible units. Returns (latent [B, K, *unit_shape_final, C], mask [B, num_mask_units])."""
         if mask is None:
             mask = self.random_mask(x.shape[0], mask_ratio, device=x.device)
@@ -145,7 +148,7 @@ class MaskedAutoencoderHiera(HieraBackbone):
         latent = sum(_apply_fusion_head(h, m) for h, m in zip(self.multi_scale_fusion_heads, fused_inputs))
         return self.encoder_norm(latent), mask
 
-    def forward_decoder(self, latent: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward_decoder(self, latent: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode to per-token predictions. Returns (pred [B, N_final, target_dim], visible [B, N_final] bool),
         both in natural token order."""
         x = self.decoder_embed(latent)
@@ -182,7 +185,7 @@ class MaskedAutoencoderHiera(HieraBackbone):
         return per_image.reshape(frames.shape[0], -1, per_image.shape[-1])
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def reconstruct(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Pixel-space view of a reconstruction (pixel target only), for visualisation.
 
         Returns (frames, masked, reconstruction), each [B, T', C, H, W] in the input's normalised units, where T'
@@ -215,7 +218,7 @@ class MaskedAutoencoderHiera(HieraBackbone):
 
     def forward_loss(
         self, x: torch.Tensor, pred: torch.Tensor, masked: torch.Tensor
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """MSE on the masked tokens. Returns (loss, pred [M, D], label [M, D]) with M = masked tokens over the
         batch in (sample, natural token) order."""
         label = self.targets(x)[masked]
@@ -224,10 +227,10 @@ class MaskedAutoencoderHiera(HieraBackbone):
 
     def forward(
         self,
-        x: Union[torch.Tensor, List[torch.Tensor]],
+        x: torch.Tensor | list[torch.Tensor],
         mask_ratio: float = 0.9,
-        mask: Optional[torch.Tensor] = None,
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: [B, in_chans, *input_size]; mask: optional bool [B, num_mask_units], True = visible (else a random
         mask hiding `mask_ratio` of the units). Returns (loss, pred, label, mask) like the official model."""
         if isinstance(x, (list, tuple)):

@@ -48,17 +48,25 @@ def register_model(cls: type[nn.Module], **defaults: Any) -> Callable[[Construct
     return register
 
 
-def accepted_keywords(cls: type[nn.Module]) -> set[str]:
-    """Keyword arguments accepted by cls.__init__, following `**kwargs` up the class hierarchy."""
-    names: set[str] = set()
+def constructor_parameters(cls: type[nn.Module]) -> dict[str, inspect.Parameter]:
+    """The keyword parameters of cls.__init__, following `**kwargs` up the class hierarchy (the first class that
+    declares a name gives its default)."""
+    parameters: dict[str, inspect.Parameter] = {}
     for klass in cls.__mro__:
         if "__init__" not in vars(klass) or klass is nn.Module:
             continue
-        params = list(inspect.signature(klass.__init__).parameters.values())[1:]
-        names.update(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+        params = list(inspect.signature(vars(klass)["__init__"]).parameters.values())[1:]
+        for p in params:
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                parameters.setdefault(p.name, p)
         if not any(p.kind is p.VAR_KEYWORD for p in params):
             break
-    return names
+    return parameters
+
+
+def accepted_keywords(cls: type[nn.Module]) -> set[str]:
+    """Keyword arguments accepted by cls.__init__, following `**kwargs` up the class hierarchy."""
+    return set(constructor_parameters(cls))
 
 
 def list_models() -> list[str]:

@@ -4,10 +4,13 @@ All of them are dicts `{"model_state": state_dict, ...}` (a bare state dict is a
 matching tensors are copied, a classification head of another size is left at its fresh init, and the position
 embeddings are resized when the file was trained at another clip length or resolution (hiera issue #24).
 """
+from __future__ import annotations
+
 import dataclasses
 import os
 from collections import Counter
-from typing import Any, Dict, List, Mapping, Tuple, Union
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,18 +21,18 @@ from hiera_video.models.hiera import HieraBackbone
 from hiera_video.utils.wrappers import strip_ddp_prefix, unwrap_model
 
 RESIZABLE_KEYS = ("pos_embed_spatial", "pos_embed_temporal", "pos_embed")
-Shape = Tuple[int, ...]
+Shape = tuple[int, ...]
 
 
 @dataclasses.dataclass
 class LoadReport:
     """What `load_pretrained` did, key by key."""
 
-    loaded: List[str]
-    new_keys: List[str]  # in the model, not in the file: left at their fresh init
-    unused_keys: List[str]  # in the file, not in the model: ignored
-    reinitialised: List[str]  # head.* of another shape (other num_classes): left at their fresh init
-    interpolated: Dict[str, Tuple[Shape, Shape]]  # key -> (file shape, model shape)
+    loaded: list[str]
+    new_keys: list[str]  # in the model, not in the file: left at their fresh init
+    unused_keys: list[str]  # in the file, not in the model: ignored
+    reinitialised: list[str]  # head.* of another shape (other num_classes): left at their fresh init
+    interpolated: dict[str, tuple[Shape, Shape]]  # key -> (file shape, model shape)
 
     def summary(self) -> str:
         """Multi-line human-readable summary; key lists are grouped by top-level module."""
@@ -46,12 +49,12 @@ class LoadReport:
         return "\n".join(lines)
 
 
-def _group_by_module(keys: List[str]) -> str:
+def _group_by_module(keys: list[str]) -> str:
     counts = Counter(key.split(".")[0] for key in keys)
     return ", ".join(f"{name} ({count})" for name, count in counts.items())
 
 
-def load_state_file(path: Union[str, os.PathLike]) -> Dict[str, Any]:
+def load_state_file(path: str | os.PathLike) -> dict[str, Any]:
     """Read a torch file (any iopath path) on the CPU with `weights_only=True`; errors name the path."""
     try:
         with g_pathmgr.open(str(path), "rb") as f:
@@ -62,7 +65,7 @@ def load_state_file(path: Union[str, os.PathLike]) -> Dict[str, Any]:
         raise ValueError(f"cannot read {path} as a weights-only torch file: {err}") from err
 
 
-def extract_state_dict(checkpoint: Mapping[str, Any]) -> Dict[str, torch.Tensor]:
+def extract_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """The model state of a checkpoint dict (`model_state` key) or a bare state dict, without a DDP prefix."""
     state = checkpoint["model_state"] if "model_state" in checkpoint else checkpoint
     if not isinstance(state, Mapping) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -73,7 +76,7 @@ def extract_state_dict(checkpoint: Mapping[str, Any]) -> Dict[str, torch.Tensor]
     return dict(strip_ddp_prefix(state))
 
 
-def _source_grid(num_tokens: int, target_grid: Tuple[int, int], key: str) -> Tuple[int, int]:
+def _source_grid(num_tokens: int, target_grid: Sequence[int], key: str) -> tuple[int, int]:
     """The (h, w) grid of a flattened spatial embedding, assuming the model's aspect ratio."""
     height = round((num_tokens * target_grid[0] / target_grid[1]) ** 0.5)
     if height == 0 or num_tokens % height:
@@ -81,7 +84,7 @@ def _source_grid(num_tokens: int, target_grid: Tuple[int, int], key: str) -> Tup
     return height, num_tokens // height
 
 
-def _resize_grid(embed: torch.Tensor, source: Tuple[int, ...], target: Tuple[int, ...]) -> torch.Tensor:
+def _resize_grid(embed: torch.Tensor, source: tuple[int, ...], target: tuple[int, ...]) -> torch.Tensor:
     """[1, prod(source), C] -> [1, prod(target), C] by (bi)linear interpolation over the token grid."""
     mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(target)]
     grid = embed.transpose(1, 2).reshape(1, embed.shape[-1], *source)
@@ -102,7 +105,7 @@ def resize_position_embedding(key: str, embed: torch.Tensor, model: HieraBackbon
 
 
 def load_pretrained(
-    model: nn.Module, state_dict_or_checkpoint: Union[Mapping[str, Any], str, os.PathLike]
+    model: nn.Module, state_dict_or_checkpoint: Mapping[str, Any] | str | os.PathLike
 ) -> LoadReport:
     """Copy pretrained weights into `model` (fine-tuning init) and report what happened.
 
@@ -117,7 +120,7 @@ def load_pretrained(
     target = unwrap_model(model)
     model_state = target.state_dict()
 
-    to_load: Dict[str, torch.Tensor] = {}
+    to_load: dict[str, torch.Tensor] = {}
     unused, reinitialised, interpolated = [], [], {}
     for key, value in source.items():
         if key not in model_state:

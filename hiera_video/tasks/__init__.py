@@ -4,11 +4,11 @@ from __future__ import annotations
 from fvcore.common.config import CfgNode
 
 from hiera_video.config import check_choice, register_choices
-from hiera_video.utils.distributed import DistContext
 from hiera_video.tasks.base import Task
 from hiera_video.tasks.classification import ClassificationTask
 from hiera_video.tasks.detection import DetectionTask
 from hiera_video.tasks.mae import MaeTask
+from hiera_video.utils.distributed import DistContext
 
 TASKS: dict[str, type[Task]] = {"classification": ClassificationTask, "mae": MaeTask,
                                  "detection": DetectionTask}

@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hiera_video.config import register_choices
 from hiera_video.data.mixup import MixupCutmix
+from hiera_video.evaluation.classification import ENSEMBLE_METHODS, MultiViewAggregator, topk_errors
+from hiera_video.tasks.base import Task
 from hiera_video.utils import distributed as du
 from hiera_video.utils.atomic import atomic_open
 from hiera_video.utils.progress import ProgressReporter
-from hiera_video.config import register_choices
-from hiera_video.evaluation.classification import ENSEMBLE_METHODS, MultiViewAggregator, topk_errors
-from hiera_video.tasks.base import Task
 
 logger = logging.getLogger(__name__)
 register_choices("TEST.ENSEMBLE_METHOD", ENSEMBLE_METHODS)

@@ -19,13 +19,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from hiera_video.data.ava import VAL_SECOND_STEP, KeyframeFailure
-from hiera_video.utils import distributed as du
-from hiera_video.utils.progress import ProgressReporter
 from hiera_video.evaluation.ava.metric import AvaResult, evaluate_frame_map
 from hiera_video.evaluation.ava.output import save_result_json, write_detections_csv
 from hiera_video.evaluation.ava.readers import read_detections, read_exclusions, read_groundtruth, read_labelmap
 from hiera_video.models.build import build_detector
 from hiera_video.tasks.base import Task
+from hiera_video.utils import distributed as du
+from hiera_video.utils.progress import ProgressReporter
 
 logger = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from hiera_video.utils import distributed as du
 from hiera_video.tasks.base import Task
+from hiera_video.utils import distributed as du
 
 
 class MaeTask(Task):

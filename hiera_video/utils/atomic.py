@@ -7,7 +7,8 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from typing import IO, Iterator
+from collections.abc import Iterator
+from typing import IO
 
 from iopath.common.file_io import g_pathmgr
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import deque
+from collections.abc import Mapping
 
 
 class ScalarMeter:
@@ -39,7 +40,7 @@ class MetricLogger:
         self.window_size = window_size
         self.meters: dict[str, ScalarMeter] = {}
 
-    def update(self, n: int = 1, **values: float) -> None:
+    def update(self, values: Mapping[str, float], n: int = 1) -> None:
         """Add one value per metric, each weighted by `n` in the global averages."""
         for name, value in values.items():
             self.meters.setdefault(name, ScalarMeter(self.window_size)).update(value, n)

@@ -6,7 +6,8 @@ import logging
 import math
 import sys
 import time
-from typing import Any, Mapping, TextIO
+from collections.abc import Mapping
+from typing import Any, TextIO
 
 from tqdm import tqdm
 

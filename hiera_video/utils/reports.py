@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 LOCATIONS_SHOWN = 5  # file:line locations a bad-row warning names; the rest are counted
 

@@ -18,7 +18,7 @@ def unwrap_model(model: nn.Module) -> nn.Module:
         if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
             model = model.module
         elif hasattr(model, "_orig_mod"):  # torch.compile's OptimizedModule
-            model = model._orig_mod
+            model = getattr(model, "_orig_mod")
         else:
             return model
 
@@ -27,8 +27,8 @@ def strip_ddp_prefix(state: Mapping[str, Any]) -> Mapping[str, Any]:
     """A copy of a DDP state dict without the `module.` prefix (keys and version metadata); others unchanged."""
     if not (state and all(key.startswith(DDP_PREFIX) for key in state)):
         return state
-    stripped = copy.copy(state)  # torch's helper edits in place: never touch the caller's dict
+    stripped: Any = copy.copy(state)  # torch's helper edits in place: never touch the caller's dict
     if hasattr(state, "_metadata"):
-        stripped._metadata = dict(state._metadata)
+        stripped._metadata = dict(getattr(state, "_metadata"))
     consume_prefix_in_state_dict_if_present(stripped, DDP_PREFIX)
     return stripped

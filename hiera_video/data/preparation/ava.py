@@ -20,17 +20,35 @@ from __future__ import annotations
 import csv
 import itertools
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterator, Optional, Sequence
 
 import av
 
-from hiera_video.data.preparation.common import (DONE, FAILED, SKIPPED, VIDEO_EXTENSIONS, Outcome,
-                                                 publish, remove_path, remove_stale_temporaries, run_jobs,
-                                                 temporary_path, write_failures, write_text_atomic)
-from hiera_video.data.preparation.resize import (SourceError, add_h264_stream, decode_packet, filter_graph,
-                                                 keyframe_interval, pull_frames, source_rate)
+from hiera_video.data.preparation.common import (
+    DONE,
+    FAILED,
+    SKIPPED,
+    VIDEO_EXTENSIONS,
+    Outcome,
+    publish,
+    remove_path,
+    remove_stale_temporaries,
+    run_jobs,
+    temporary_path,
+    write_failures,
+    write_text_atomic,
+)
+from hiera_video.data.preparation.resize import (
+    SourceError,
+    add_h264_stream,
+    decode_packet,
+    filter_graph,
+    keyframe_interval,
+    pull_frames,
+    source_rate,
+)
 from hiera_video.data.video_io import VideoDecodeError, list_frame_images, open_video
 
 SEGMENT_START, SEGMENT_DURATION = 900.0, 901.0  # seconds: the AVA v2.x release cuts
@@ -91,7 +109,7 @@ def _to_pts(stream: av.video.stream.VideoStream, seconds: float) -> int:
     return (stream.start_time or 0) + int(round(seconds / stream.time_base))
 
 
-def copyable_keyframe(path: str, start: float) -> Optional[int]:
+def copyable_keyframe(path: str, start: float) -> int | None:
     """The pts of a keyframe at `start` (within half a frame) after which no packet is shown before it, or None
     when the segment cannot be stream-copied from `start`."""
     with av.open(path) as container:
@@ -184,7 +202,7 @@ def _reencode(source: str, output: str, options: CutOptions) -> int:
     return encoded
 
 
-def verify_cut(path: str, options: CutOptions, movie_seconds: float, exact_frames: Optional[int]) -> Optional[str]:
+def verify_cut(path: str, options: CutOptions, movie_seconds: float, exact_frames: int | None) -> str | None:
     """Why the cut at `path` is unusable (None if it is fine): it must open, cover the segment (or the movie's
     rest), and decode its first and last frames."""
     try:
@@ -333,7 +351,7 @@ def extract_frames(source: str, folder: str, video_id: str, options: FramesOptio
     return written
 
 
-def verify_frames(folder: str, video_id: str, expected: Optional[int] = None) -> tuple[Optional[str], int]:
+def verify_frames(folder: str, video_id: str, expected: int | None = None) -> tuple[str | None, int]:
     """(why the frame folder is unusable or None, its frame count): frames must be numbered 1..N without gaps
     (N = `expected` if given), and the first and last must decode."""
     paths = list_frame_images(folder)
@@ -417,7 +435,7 @@ def default_frame_list_dir(frame_dir: str) -> str:
 
 
 def extract_all(videos: str, dst: str, splits: dict[str, list[str]], options: FramesOptions, workers: int,
-                frame_list_dir: Optional[str] = None) -> FramesReport:
+                frame_list_dir: str | None = None) -> FramesReport:
     """Run ava-frames over `videos` and write the frame lists of `splits` (split -> video ids)."""
     sources = find_movies(videos)
     list_dir = frame_list_dir or default_frame_list_dir(dst)
@@ -451,7 +469,8 @@ def frames_summary(report: FramesReport) -> str:
                      f"{' ...' if len(missing) > _ID_PREVIEW else ''}")
         lines.append(line)
     if report.unlisted:
+        more = " ..." if len(report.unlisted) > _ID_PREVIEW else ""
         lines.append(f"ava-frames: {len(report.unlisted)} extracted videos are in no split: "
-                     f"{', '.join(report.unlisted[:_ID_PREVIEW])}{' ...' if len(report.unlisted) > _ID_PREVIEW else ''}")
+                     f"{', '.join(report.unlisted[:_ID_PREVIEW])}{more}")
     return "\n".join(lines)
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import collections
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 from hiera_video.data.preparation.common import DONE, FAILED, Outcome, csv_text, run_jobs, write_text_atomic
 from hiera_video.data.video_io import VideoDecodeError, open_video
@@ -37,7 +37,7 @@ class CheckTask:
 class ListLine:
     number: int
     text: str
-    path: Optional[str]  # None for a malformed line
+    path: str | None  # None for a malformed line
 
 
 @dataclass
@@ -116,7 +116,7 @@ def write_clean_list(list_path: str, lines: Sequence[ListLine], bad: set[str], r
     return target
 
 
-def check_lists(folder: str, splits: Sequence[str] = ("train", "val", "test"), path_prefix: Optional[str] = None,
+def check_lists(folder: str, splits: Sequence[str] = ("train", "val", "test"), path_prefix: str | None = None,
                 decode: str = "header", workers: int = 1, separator: str = " ", backend: str = "decord",
                 replace: bool = False) -> CheckReport:
     """Check every video of the lists in `folder` (paths relative to `path_prefix`, default `folder`) and write

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from fractions import Fraction
-from typing import Callable, Optional, Sequence
+from typing import Callable
 
 from hiera_video.data.preparation import ava, check, lists, resize
 from hiera_video.data.preparation.common import codec_threads, default_workers, summary
@@ -194,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; returns the exit status (see the module docstring)."""
     parser = build_parser()
     args = parser.parse_args(argv)

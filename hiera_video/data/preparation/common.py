@@ -16,10 +16,11 @@ import re
 import shutil
 import sys
 import uuid
+from collections.abc import Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional, Protocol, Sequence
+from typing import Callable, Protocol
 
 from tqdm import tqdm
 
@@ -240,7 +241,7 @@ def run_jobs(job: Callable[[Task], Outcome], tasks: Sequence[Task], workers: int
     pool: the tasks it may have been running are then run again one at a time, and the one that kills its worker
     again fails with CRASH_REASON, so one bad input never stops the run.
     """
-    outcomes: list[Optional[Outcome]] = [None] * len(tasks)
+    outcomes: list[Outcome | None] = [None] * len(tasks)
     queue = collections.deque(range(len(tasks)))
     progress = _Progress(len(tasks), desc)
     try:

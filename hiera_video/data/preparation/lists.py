@@ -17,8 +17,8 @@ import collections
 import csv
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
 
 from hiera_video.data.preparation.common import VIDEO_EXTENSIONS, csv_text, find_videos, write_text_atomic
 
@@ -219,7 +219,7 @@ def read_classes_file(path: str) -> list[str]:
     return names
 
 
-def class_order(names: Sequence[str], fixed: Optional[Sequence[str]] = None, fixed_source: str = "") -> list[str]:
+def class_order(names: Sequence[str], fixed: Sequence[str] | None = None, fixed_source: str = "") -> list[str]:
     """The label order: `fixed` (a classes file) if given, which must cover every name, else the names sorted
     (one spelling per class: the first in sorted order)."""
     if fixed is not None:
@@ -239,7 +239,7 @@ def class_order(names: Sequence[str], fixed: Optional[Sequence[str]] = None, fix
 
 
 def collect(root: str, splits: Sequence[str] = SPLITS, val_fraction: float = 0.1, seed: int = 0,
-            annotations: Sequence[str] = (), classes_file: Optional[str] = None) -> VideoLists:
+            annotations: Sequence[str] = (), classes_file: str | None = None) -> VideoLists:
     """Find the labelled videos of `root` (see the module docstring) for the wanted `splits`."""
     if not os.path.isdir(root):
         raise FileNotFoundError(f"csv: the dataset folder {root} does not exist")
@@ -287,7 +287,7 @@ def write_lists(lists: VideoLists, out: str) -> None:
 
 
 def make_lists(root: str, out: str, splits: Sequence[str] = SPLITS, val_fraction: float = 0.1, seed: int = 0,
-               annotations: Sequence[str] = (), classes_file: Optional[str] = None) -> VideoLists:
+               annotations: Sequence[str] = (), classes_file: str | None = None) -> VideoLists:
     """Collect the videos of `root` and write the lists into `out`; returns what was written."""
     lists = collect(root, splits, val_fraction, seed, annotations, classes_file)
     write_lists(lists, out)

@@ -12,16 +12,26 @@ GOP is one second of frames, so a reader seeking to any clip decodes at most a s
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterator, Optional, Sequence
 
 import av
 import av.filter
 
-from hiera_video.data.preparation.common import (DONE, FAILED, SKIPPED, Outcome, find_videos, publish,
-                                                 remove_path, remove_stale_temporaries, run_jobs, temporary_path,
-                                                 write_failures)
+from hiera_video.data.preparation.common import (
+    DONE,
+    FAILED,
+    SKIPPED,
+    Outcome,
+    find_videos,
+    publish,
+    remove_path,
+    remove_stale_temporaries,
+    run_jobs,
+    temporary_path,
+    write_failures,
+)
 from hiera_video.data.video_io import VideoDecodeError, open_video
 
 FAILURES_FILE = "resize_failures.csv"
@@ -45,7 +55,7 @@ class ResizeOptions:
     """Encoding settings: see the module docstring; `threads` is FFmpeg's thread count (0: automatic)."""
 
     short_side: int = 320
-    fps: Optional[Fraction] = None
+    fps: Fraction | None = None
     crf: int = 23
     preset: str = "medium"
     keep_audio: bool = False
@@ -263,8 +273,8 @@ def _check_complete(stream: av.video.stream.VideoStream, decoded: int, errors: S
 # ----------------------------------------------------------------------------------------------- verification
 
 
-def verify_output(path: str, short_side: int, fps: Optional[Fraction] = None,
-                  expected: Optional[TranscodeResult] = None) -> Optional[str]:
+def verify_output(path: str, short_side: int, fps: Fraction | None = None,
+                  expected: TranscodeResult | None = None) -> str | None:
     """Why the video at `path` is not a finished output (None if it is): it must open with the project's reader,
     have the wanted short side (and frame rate), and decode its first and last frames; with `expected`, it must
     also have exactly that size and frame count."""

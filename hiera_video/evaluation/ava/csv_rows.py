@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import decimal
 import io
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable
 
 import numpy as np
 from iopath.common.file_io import g_pathmgr
@@ -60,11 +61,11 @@ class Rows:
     def __len__(self) -> int:
         return len(self.scores)
 
-    def take(self, rows: np.ndarray | slice) -> "Rows":
+    def take(self, rows: np.ndarray | slice) -> Rows:
         return Rows(self.keyframe[rows], self.boxes[rows], self.labels[rows], self.scores[rows])
 
     @staticmethod
-    def concatenate(parts: Sequence["Rows"]) -> "Rows":
+    def concatenate(parts: Sequence[Rows]) -> Rows:
         if not parts:
             return Rows(np.empty(0, np.int64), np.empty((0, 4)), np.empty(0, np.int64), np.empty(0))
         return Rows(*(np.concatenate([getattr(p, name) for p in parts])

@@ -2,13 +2,18 @@
 operations in the official order so the floats are identical."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 
-from hiera_video.evaluation.ava.readers import (AvaBoxes, read_detections, read_exclusions, read_groundtruth,
-                                                read_labelmap)
+from hiera_video.evaluation.ava.readers import (
+    AvaBoxes,
+    read_detections,
+    read_exclusions,
+    read_groundtruth,
+    read_labelmap,
+)
 
 IOU_THRESHOLD = 0.5
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from hiera_video.evaluation.ava.metric import AvaResult
 from hiera_video.utils.atomic import atomic_open
