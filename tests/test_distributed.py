@@ -140,12 +140,13 @@ def test_torchrun_environment_is_detected(no_launcher_env, tmp_path):
 
 def test_slurm_step_environment_is_detected(no_launcher_env):
     env = {"SLURM_STEP_ID": "0", "SLURM_JOB_ID": "123456", "SLURM_PROCID": "5", "SLURM_LOCALID": "1",
-           "SLURM_NTASKS": "8", "SLURM_JOB_NUM_NODES": "2", "SLURM_NODEID": "1", "SLURM_JOB_NODELIST": "gpu[07-08]"}
+           "SLURM_NTASKS": "8", "SLURM_JOB_NUM_NODES": "2", "SLURM_NODEID": "1", "SLURM_JOB_NODELIST": "gpu[07-08]",
+           "SLURM_STEP_NUM_TASKS": "8", "SLURM_STEP_NUM_NODES": "2", "SLURM_STEP_NODELIST": "gpu[07-08]"}
     for name, value in env.items():
         no_launcher_env.setenv(name, value)
     spec = launch.detect_launch()
     assert spec == du.LaunchSpec(rank=5, world_size=8, local_rank=1, local_world_size=4,
-                                 init_method=f"tcp://gpu07:{20000 + 123456 % 20000}", launcher="slurm")
+                                 init_method=f"tcp://gpu07:{launch.slurm_port('123456')}", launcher="slurm")
     assert launch.launched_externally()
     no_launcher_env.setenv("MASTER_PORT", "29999")
     assert launch.detect_launch().init_method == "tcp://gpu07:29999"

@@ -3,8 +3,10 @@
 Where the processes come from, in the order `init_distributed` looks:
 1. explicit arguments (`launch_local` below, or a manual multi-machine launch with --init_method);
 2. torchrun (`env://`: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT);
-3. Slurm, through submitit's JobEnvironment (submitit jobs, or any `srun` step): the rendezvous is on the first
-   host of the allocation (where Slurm places task 0) at a port derived from the job id;
+3. Slurm: the variables of this `srun` step (submitit's jobs are one; its local executor's JobEnvironment), not
+   of the allocation: the rendezvous is on the first host of the step (where Slurm places task 0) at a port derived
+   from the job id. `launched_externally` tells a step of one task per machine with `--num_shards` (each task
+   starts its machine's processes) from one task per GPU, and refuses the contradictions;
 4. otherwise a single process, which creates no process group at all.
 The process group, the DistContext and the collectives are hiera_video.utils.distributed.
 """
@@ -16,13 +18,13 @@ import socket
 import tempfile
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Callable
 
 import submitit
 import torch.multiprocessing
-from submitit.slurm.slurm import SlurmJobEnvironment
+from submitit.slurm.slurm import _parse_node_list
 from torch.multiprocessing.spawn import ProcessException, ProcessExitedException
 
 from hiera_video.utils.distributed import (
@@ -34,14 +36,15 @@ from hiera_video.utils.distributed import (
 )
 
 # Slurm jobs without MASTER_PORT rendezvous on SLURM_PORT_BASE + job_id % SLURM_PORT_SPAN: jobs sharing a node
-# get different ports, and a requeued job (same id) the same one.
+# get different ports, and a requeued job (same id) the same one. The range ends below Linux's ephemeral ports
+# (32768+, net.ipv4.ip_local_port_range), which any outgoing connection on the node may hold.
 SLURM_PORT_BASE = 20000
-SLURM_PORT_SPAN = 20000
+SLURM_PORT_SPAN = 12000
 
 
 # ----------------------------------------------------------------------------------------------- detection
-def _env_int(name: str, default: int | None = None) -> int:
-    value = os.environ.get(name)
+def _env_int(name: str, default: int | None = None, env: Mapping[str, str] = os.environ) -> int:
+    value = env.get(name)
     if value is None:
         if default is None:
             raise ValueError(f"environment variable {name} is not set")
@@ -52,41 +55,88 @@ def _env_int(name: str, default: int | None = None) -> int:
         raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
 
 
-def _torchrun_launch() -> LaunchSpec | None:
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+def _torchrun_launch(env: Mapping[str, str]) -> LaunchSpec | None:
+    if "RANK" not in env or "WORLD_SIZE" not in env:
         return None
-    return LaunchSpec(rank=_env_int("RANK"), world_size=_env_int("WORLD_SIZE"), local_rank=_env_int("LOCAL_RANK", 0),
-                      local_world_size=_env_int("LOCAL_WORLD_SIZE", 1), init_method="env://", launcher="torchrun")
+    return LaunchSpec(rank=_env_int("RANK", env=env), world_size=_env_int("WORLD_SIZE", env=env),
+                      local_rank=_env_int("LOCAL_RANK", 0, env), local_world_size=_env_int("LOCAL_WORLD_SIZE", 1, env),
+                      init_method="env://", launcher="torchrun")
 
 
-def _slurm_launch() -> LaunchSpec | None:
-    if os.environ.get("SUBMITIT_EXECUTOR"):
-        job_env = submitit.JobEnvironment()
-    elif "SLURM_STEP_ID" in os.environ and "SLURM_PROCID" in os.environ:
-        # A plain `srun` step. The batch script itself has SLURM_PROCID and SLURM_NTASKS but no SLURM_STEP_ID:
-        # it is one process, not one of the job's tasks.
-        job_env = SlurmJobEnvironment()
-    else:
-        return None
+def slurm_port(job_id: str) -> int:
+    """The rendezvous port of Slurm job `job_id` (an array task's id counts its digits only)."""
+    return SLURM_PORT_BASE + int("".join(c for c in job_id if c.isdigit())) % SLURM_PORT_SPAN
+
+
+def _slurm_step_launch(env: Mapping[str, str]) -> LaunchSpec:
+    """This task's place in its `srun` step. The step's variables, not SLURM_NTASKS / SLURM_JOB_*: those describe
+    the allocation, which a step inside `salloc` or a step of one task per node does not fill."""
+    world_size = _env_int("SLURM_STEP_NUM_TASKS", env=env)
+    num_nodes = _env_int("SLURM_STEP_NUM_NODES", 1, env)
+    init_method = None
+    if world_size > 1:
+        nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", "")
+        address = env.get("MASTER_ADDR") or _parse_node_list(nodes)[0]
+        port = _env_int("MASTER_PORT", slurm_port(env.get("SLURM_JOB_ID", "0")), env)
+        init_method = f"tcp://{address}:{port}"
+    return LaunchSpec(rank=_env_int("SLURM_PROCID", env=env), world_size=world_size,
+                      local_rank=_env_int("SLURM_LOCALID", 0, env), local_world_size=max(1, world_size // num_nodes),
+                      init_method=init_method, launcher="slurm")
+
+
+def _submitit_local_launch() -> LaunchSpec:
+    job_env = submitit.JobEnvironment()
     world_size = job_env.num_tasks
     init_method = None
     if world_size > 1:
         address = os.environ.get("MASTER_ADDR") or job_env.hostnames[0]
-        port = _env_int("MASTER_PORT", SLURM_PORT_BASE + int(job_env.raw_job_id) % SLURM_PORT_SPAN)
-        init_method = f"tcp://{address}:{port}"
+        init_method = f"tcp://{address}:{_env_int('MASTER_PORT', slurm_port(job_env.raw_job_id))}"
     return LaunchSpec(rank=job_env.global_rank, world_size=world_size, local_rank=job_env.local_rank,
                       local_world_size=max(1, world_size // job_env.num_nodes), init_method=init_method,
                       launcher=job_env.name())
 
 
-def detect_launch() -> LaunchSpec:
-    """The launch described by the environment: torchrun, then Slurm/submitit, else a single process."""
-    return _torchrun_launch() or _slurm_launch() or LaunchSpec(0, 1, 0, 1, None, "single")
+def _slurm_launch(env: Mapping[str, str]) -> LaunchSpec | None:
+    if env.get("SUBMITIT_EXECUTOR") == "local":
+        return _submitit_local_launch()
+    if "SLURM_STEP_ID" in env and "SLURM_PROCID" in env:
+        # An `srun` step (submitit's jobs are one). The batch script itself has SLURM_PROCID and SLURM_NTASKS but
+        # no SLURM_STEP_ID: it is one process, not one of the job's tasks.
+        return _slurm_step_launch(env)
+    return None
 
 
-def launched_externally() -> bool:
-    """True when torchrun or Slurm started this process as one of several: do not spawn more here."""
-    return detect_launch().world_size > 1
+def detect_launch(env: Mapping[str, str] | None = None) -> LaunchSpec:
+    """The launch described by the environment (default os.environ): torchrun, then Slurm/submitit, else a single
+    process."""
+    env = os.environ if env is None else env
+    return _torchrun_launch(env) or _slurm_launch(env) or LaunchSpec(0, 1, 0, 1, None, "single")
+
+
+def launched_externally(procs_per_machine: int = 1, num_shards: int = 1, shard_id: int = 0,
+                        spec: LaunchSpec | None = None) -> bool:
+    """True when torchrun or Slurm started every process of the job (join them, start none here); False when this
+    process starts `procs_per_machine` processes itself: alone, or as shard `shard_id` of `num_shards` that `srun`
+    started once per machine (a PySlowFast-style `--num_shards` launch). `spec` defaults to `detect_launch()`.
+
+    Raises ValueError naming the fix for a Slurm step of one task per machine with procs_per_machine > 1 outside
+    such a launch: joining would run one process per machine with its whole share of the batch.
+    """
+    spec = detect_launch() if spec is None else spec
+    if spec.world_size == 1:
+        return False
+    if spec.launcher != "slurm" or spec.local_world_size > 1 or procs_per_machine == 1:
+        return True
+    if num_shards != spec.world_size:
+        raise ValueError(
+            f"Slurm started one task per machine ({spec.world_size} tasks) but the config asks for "
+            f"{procs_per_machine} processes per machine (NUM_GPUS / NUM_CPU_PROCS) with NUM_SHARDS={num_shards}: "
+            f"start one task per GPU (srun --ntasks-per-node={procs_per_machine}, or tools/submit.py), or make each "
+            f"task a shard (--num_shards {spec.world_size} --shard_id $SLURM_PROCID)")
+    if shard_id != spec.rank:
+        raise ValueError(f"--shard_id {shard_id} but this is task {spec.rank} of the Slurm step: pass --shard_id "
+                         f"$SLURM_PROCID (one task per machine)")
+    return False
 
 
 # ------------------------------------------------------------------------------------------------------ init

@@ -29,12 +29,18 @@ from hiera_video.utils.seeding import seed_everything, seed_for
 logger = logging.getLogger(__name__)
 
 
-def check_layout(cfg: CfgNode, world_size: int) -> None:
-    """Fails early, saying what to change, when the config cannot run with `world_size` processes here."""
+def check_layout(cfg: CfgNode, world_size: int, external: bool) -> None:
+    """Fails early, saying what to change, when the config cannot run with `world_size` processes here.
+
+    `external`: torchrun or Slurm started this process, one per device. Clusters that bind one GPU per task
+    (`--gpus-per-task=1`, `--gpu-bind`) show each process a single device, so only this process needs one;
+    otherwise this machine starts NUM_GPUS processes and must see that many.
+    """
     if cfg.NUM_GPUS > 0 and not torch.cuda.is_available():
         raise RuntimeError(f"NUM_GPUS={cfg.NUM_GPUS} but no CUDA device is visible: set NUM_GPUS 0 to run on the CPU")
-    if cfg.NUM_GPUS > torch.cuda.device_count() > 0:
-        raise RuntimeError(f"NUM_GPUS={cfg.NUM_GPUS} but only {torch.cuda.device_count()} CUDA devices are visible")
+    if not external and cfg.NUM_GPUS > torch.cuda.device_count() > 0:
+        raise RuntimeError(f"NUM_GPUS={cfg.NUM_GPUS} but only {torch.cuda.device_count()} CUDA devices are visible: "
+                           f"set NUM_GPUS {torch.cuda.device_count()} or make more visible (CUDA_VISIBLE_DEVICES)")
     if cfg.TRAIN.ENABLE:
         per_process_batch(cfg.TRAIN.BATCH_SIZE, world_size, cfg.TRAIN.ACCUM_ITER, "TRAIN.BATCH_SIZE")
 
@@ -95,7 +101,7 @@ def run(ctx: du.DistContext, cfg: CfgNode) -> dict[str, Any]:
     g_pathmgr.mkdirs(cfg.OUTPUT_DIR)
     if ctx.is_main:
         logger.info("Running with %d process(es), device %s. Config:\n%s", ctx.world_size, ctx.device, cfg.dump())
-    check_layout(cfg, ctx.world_size)
+    check_layout(cfg, ctx.world_size, external=ctx.launcher not in ("single", "arguments"))
     seed_process(cfg, ctx.rank)
     prepare_demo_data(cfg, ctx)
     task = build_task(cfg, ctx)
@@ -119,18 +125,20 @@ def run(ctx: du.DistContext, cfg: CfgNode) -> dict[str, Any]:
 
 def launch(cfg: CfgNode, init_method: str | None = None) -> dict[str, Any]:
     """Runs `cfg` with the processes this machine should start: one per GPU (NUM_GPUS), NUM_CPU_PROCS on the CPU,
-    or just this one under torchrun / Slurm, where the launcher started every process already."""
+    or just this one under torchrun / Slurm, where the launcher started every process already. A Slurm task that
+    is one shard of a `--num_shards` launch rendezvous, without --init_method, where a Slurm step would."""
     procs = cfg.NUM_GPUS if cfg.NUM_GPUS > 0 else cfg.NUM_CPU_PROCS
-    external = launcher.launched_externally()
+    spec = launcher.detect_launch()
+    external = launcher.launched_externally(procs, cfg.NUM_SHARDS, cfg.SHARD_ID, spec)
     if not external:
-        check_layout(cfg, procs * cfg.NUM_SHARDS)
+        check_layout(cfg, procs * cfg.NUM_SHARDS, external=False)
     if external or procs * cfg.NUM_SHARDS == 1:
         ctx = launcher.init_distributed(use_cuda=cfg.NUM_GPUS > 0, timeout_minutes=cfg.DIST_TIMEOUT_MINUTES)
         try:
             return run(ctx, cfg)
         finally:
             du.destroy_process_group()
-    results = launcher.launch_local(run, procs, args=(cfg,), init_method=init_method, num_shards=cfg.NUM_SHARDS,
-                                    shard_id=cfg.SHARD_ID, use_cuda=cfg.NUM_GPUS > 0,
+    results = launcher.launch_local(run, procs, args=(cfg,), init_method=init_method or spec.init_method,
+                                    num_shards=cfg.NUM_SHARDS, shard_id=cfg.SHARD_ID, use_cuda=cfg.NUM_GPUS > 0,
                                     timeout_minutes=cfg.DIST_TIMEOUT_MINUTES)
     return results[0] if results else {}
