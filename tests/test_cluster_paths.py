@@ -1,5 +1,5 @@
 """The branches a GPU cluster takes, taken on the CPU: Slurm step layouts and one GPU per task (environment
-dictionaries, mocked device counts).
+dictionaries, mocked device counts), HOG targets under autocast (CPU bf16).
 """
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch
 from hiera_video.config import load_config
 from hiera_video.engine import launch
 from hiera_video.engine.runner import check_layout
+from hiera_video.models.hog import hog_patch_targets
 from hiera_video.utils.distributed import LaunchSpec
 
 # ------------------------------------------------------------------------------------ Slurm layout detection
@@ -76,3 +77,14 @@ def test_a_process_bound_to_one_gpu_passes_the_layout_check_when_launched_extern
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(RuntimeError, match="no CUDA device is visible"):
         check_layout(cfg, world_size=16, external=True)
+
+
+# ------------------------------------------------------------------------------------- HOG targets under AMP
+def test_hog_targets_under_bf16_autocast_equal_the_float32_definition():
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    expected = hog_patch_targets(images, (16, 16))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_amp = hog_patch_targets(images, (16, 16))
+        from_bf16_input = hog_patch_targets(images.bfloat16(), (16, 16))
+    assert under_amp.dtype == torch.float32 and torch.equal(under_amp, expected)
+    assert torch.equal(from_bf16_input, hog_patch_targets(images.bfloat16().float(), (16, 16)))

@@ -12,6 +12,8 @@ Exact definition used here, for images [N, C, H, W] (video frames are treated as
      max(L2 norm, eps); a block without gradient stays 0.
   5. A patch's target is flattened in (channel, cell_y, cell_x, bin) order: C * (patch / cell)^2 * num_bins values
      (3 * 4 * 9 = 108 for RGB and 16x16 patches).
+Everything is computed in float32 with autocast off, whatever the input dtype and the caller's autocast: a bf16 or
+fp16 Sobel conv and atan2 would move pixels across orientation bins.
 """
 from __future__ import annotations
 
@@ -45,14 +47,20 @@ def cell_histograms(images: torch.Tensor, cell_size: int = CELL_SIZE, num_bins: 
     height, width = images.shape[-2:]
     if height % cell_size or width % cell_size:
         raise ValueError(f"image size {(height, width)} is not divisible by the HOG cell size {cell_size}")
-    gx, gy = _sobel_gradients(images)
-    magnitude = torch.sqrt(gx**2 + gy**2)
-    theta = torch.remainder(torch.atan2(gy, gx), math.pi)
-    bins = torch.floor(theta / (math.pi / num_bins)).long().clamp_(0, num_bins - 1)
-    # One bin at a time keeps memory at one image-sized map (a one-hot of all bins would be num_bins times the
-    # input); average pooling times the cell area sums the votes of each cell.
-    per_bin = [F.avg_pool2d(magnitude * (bins == b), cell_size) * cell_size**2 for b in range(num_bins)]
-    return torch.stack(per_bin, dim=2)
+    with _float32(images):
+        gx, gy = _sobel_gradients(images.float())
+        magnitude = torch.sqrt(gx**2 + gy**2)
+        theta = torch.remainder(torch.atan2(gy, gx), math.pi)
+        bins = torch.floor(theta / (math.pi / num_bins)).long().clamp_(0, num_bins - 1)
+        # One bin at a time keeps memory at one image-sized map (a one-hot of all bins would be num_bins times the
+        # input); average pooling times the cell area sums the votes of each cell.
+        per_bin = [F.avg_pool2d(magnitude * (bins == b), cell_size) * cell_size**2 for b in range(num_bins)]
+        return torch.stack(per_bin, dim=2)
+
+
+def _float32(images: torch.Tensor) -> torch.autocast:
+    """Autocast off on the images' device: the targets are defined in float32."""
+    return torch.autocast(images.device.type, enabled=False)
 
 
 def hog_patch_targets(
@@ -63,13 +71,14 @@ def hog_patch_targets(
     patch_h, patch_w = patch_size
     if patch_h % cell_size or patch_w % cell_size:
         raise ValueError(f"HOG target patch {tuple(patch_size)} is not a multiple of the cell size {cell_size}")
-    hist = cell_histograms(images, cell_size, num_bins)  # [N, C, bins, Hc, Wc]
+    hist = cell_histograms(images, cell_size, num_bins)  # [N, C, bins, Hc, Wc], float32
     n, c, _, hc, wc = hist.shape
     cells_y, cells_x = patch_h // cell_size, patch_w // cell_size
     hist = hist.view(n, c, num_bins, hc // cells_y, cells_y, wc // cells_x, cells_x)
     blocks = hist.permute(0, 3, 5, 1, 4, 6, 2)  # [N, patch_y, patch_x, C, cell_y, cell_x, bins]
     blocks = blocks.reshape(n, (hc // cells_y) * (wc // cells_x), c, cells_y * cells_x * num_bins)
-    return F.normalize(blocks, p=2.0, dim=-1, eps=NORM_EPS).flatten(2)
+    with _float32(images):
+        return F.normalize(blocks, p=2.0, dim=-1, eps=NORM_EPS).flatten(2)
 
 
 def hog_target_dim(
