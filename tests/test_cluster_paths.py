@@ -1,15 +1,21 @@
 """The branches a GPU cluster takes, taken on the CPU: Slurm step layouts and one GPU per task (environment
-dictionaries, mocked device counts), HOG targets under autocast (CPU bf16).
+dictionaries, mocked device counts), HOG targets under autocast (CPU bf16), what ranks agree on (two gloo
+processes), per-device CUDA RNG states (mocked) and fp16 scaler state.
 """
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
 
 from hiera_video.config import load_config
+from hiera_video.engine import checkpoint as ckpt
 from hiera_video.engine import launch
 from hiera_video.engine.runner import check_layout
+from hiera_video.engine.trainer import agree_on_losses
 from hiera_video.models.hog import hog_patch_targets
+from hiera_video.utils import distributed as du
 from hiera_video.utils.distributed import LaunchSpec
 
 # ------------------------------------------------------------------------------------ Slurm layout detection
@@ -88,3 +94,59 @@ def test_hog_targets_under_bf16_autocast_equal_the_float32_definition():
         from_bf16_input = hog_patch_targets(images.bfloat16(), (16, 16))
     assert under_amp.dtype == torch.float32 and torch.equal(under_amp, expected)
     assert torch.equal(from_bf16_input, hog_patch_targets(images.bfloat16().float(), (16, 16)))
+
+
+# ------------------------------------------------------------------------------- what the ranks agree on
+def _two_ranks(ctx: du.DistContext, root: str) -> dict:
+    # Each rank scans its "own view" of OUTPUT_DIR: rank 1 sees a newer checkpoint than rank 0.
+    view = os.path.join(root, f"view{ctx.rank}")
+    ckpt.save_checkpoint(ckpt.checkpoint_path(view, 2 + ctx.rank), {"epoch": 2 + ctx.rank})
+    losses = {"loss": 1.0 + ctx.rank, "top1_err": 10.0 * ctx.rank}
+    bad = {"loss": float("nan") if ctx.rank == 1 else 2.0, "top1_err": 0.0}
+    errors = []
+    try:
+        agree_on_losses(bad, skip_nonfinite=False, where="at epoch 1, iteration 3")
+    except FloatingPointError as error:
+        errors.append(str(error))
+    return {"resume": ckpt.agreed_latest_checkpoint(view, ctx.is_main), "gathered": du.gather_object(ctx.rank),
+            "stacked": du.all_gather_tensor(torch.tensor([ctx.rank, 5.0])).tolist(),
+            "means": agree_on_losses(losses, skip_nonfinite=False, where=""), "errors": errors,
+            "fp16": agree_on_losses(bad, skip_nonfinite=True, where="")}
+
+
+def test_ranks_agree_on_the_checkpoint_the_losses_and_gather_results_on_rank_0(tmp_path):
+    zero, one = launch.launch_local(_two_ranks, 2, args=(str(tmp_path),), timeout_minutes=2)
+    assert zero["resume"] == one["resume"] == ckpt.checkpoint_path(str(tmp_path / "view0"), 2)
+    assert (zero["gathered"], one["gathered"]) == ([0, 1], None)  # test scores go to rank 0 only
+    assert zero["stacked"] == one["stacked"] == [[0.0, 5.0], [1.0, 5.0]]
+    assert zero["means"] == one["means"] == {"loss": 1.5, "top1_err": 5.0}  # the logged loss is every rank's
+    # A non-finite loss on rank 1 stops both ranks before backward, with one message; fp16 skips the step.
+    assert zero["errors"] == one["errors"] == ["Loss is nan on rank 1 at epoch 1, iteration 3. Lower "
+                                               "SOLVER.BASE_LR, raise warmup or enable SOLVER.CLIP_GRAD_L2NORM, "
+                                               "then resume."]
+    assert zero["fp16"]["top1_err"] == 0.0 and zero["fp16"]["loss"] != zero["fp16"]["loss"]  # nan, no error
+
+
+# ----------------------------------------------------------------------------- checkpoint state per device
+def test_each_process_saves_and_restores_only_its_own_cuda_rng_state(monkeypatch):
+    states = {3: torch.tensor([3], dtype=torch.uint8), 0: torch.tensor([0], dtype=torch.uint8)}
+    restored = []
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: states[torch.device(device).index])
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.append((state, device)))
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: pytest.fail("captured every device's state"))
+    state = ckpt.capture_rng_state(torch.device("cuda", 3))
+    assert torch.equal(state["cuda"], states[3])
+    # Resumed where this rank now runs on cuda:0: its own stream goes to its own device.
+    ckpt.restore_rng_state(state, torch.device("cuda", 0))
+    assert len(restored) == 1 and torch.equal(restored[0][0], states[3]) and restored[0][1] == torch.device("cuda", 0)
+    ckpt.restore_rng_state(state, torch.device("cpu"))  # a CPU run leaves CUDA alone
+    assert "cuda" not in ckpt.capture_rng_state(torch.device("cpu")) and len(restored) == 1
+
+
+def test_fp16_resumes_a_checkpoint_written_without_a_gradient_scaler():
+    written = torch.amp.GradScaler("cpu", enabled=False).state_dict()  # bf16 or CPU run: {}
+    fp16 = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    ckpt.restore_scaler(fp16, written)
+    assert fp16.get_scale() == 2.0**16
+    ckpt.restore_scaler(fp16, torch.amp.GradScaler("cpu", init_scale=8.0).state_dict())
+    assert fp16.get_scale() == 8.0

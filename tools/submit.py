@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> None:
         timeout_min=args.timeout,
         slurm_partition=args.partition,
         slurm_signal_delay_s=SIGNAL_DELAY_S,
+        # A task that fails ends the step: the others would otherwise wait for it in a collective until
+        # DIST_TIMEOUT_MINUTES (NCCL does not notice a dead peer).
+        slurm_srun_args=["--kill-on-bad-exit=1"],
         slurm_additional_parameters={"requeue": True},
         **{f"slurm_{key}": value for key, value in extra.items()},
     )

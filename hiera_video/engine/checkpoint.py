@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from iopath.common.file_io import g_pathmgr as PathManager
 
+from hiera_video.utils import distributed as du
 from hiera_video.utils.atomic import atomic_open
 from hiera_video.utils.wrappers import strip_ddp_prefix
 
@@ -149,9 +150,10 @@ def keep_last(output_dir: str, n: int) -> list[str]:
     return removed
 
 
-def capture_rng_state() -> dict:
-    """RNG states of Python `random`, NumPy's global generator, torch CPU and every CUDA device, as tensors and
-    plain values (loadable with weights_only=True)."""
+def capture_rng_state(device: torch.device | None = None) -> dict:
+    """RNG states of Python `random`, NumPy's global generator, torch CPU and, for a CUDA `device`, that device
+    (this process's only: another process owns each other device), as tensors and plain values (loadable with
+    weights_only=True)."""
     py_version, py_internal, py_gauss = random.getstate()
     np_state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True))
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = np_state
@@ -162,13 +164,14 @@ def capture_rng_state() -> dict:
                   "has_gauss": int(np_has_gauss), "cached_gaussian": float(np_gauss)},
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        state["cuda"] = _cuda_rng_state(device)
     return state
 
 
-def restore_rng_state(state: Mapping[str, Any]) -> None:
-    """Restore the generators captured by `capture_rng_state`."""
+def restore_rng_state(state: Mapping[str, Any], device: torch.device | None = None) -> None:
+    """Restore the generators captured by `capture_rng_state`; the CUDA state goes to this process's `device`,
+    whichever device captured it, so a changed GPU layout cannot hand one process another's stream."""
     missing = {"python", "numpy", "torch"} - set(state)
     if missing:
         raise KeyError(f"RNG state lacks {sorted(missing)}; it has {sorted(state)}")
@@ -177,11 +180,35 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
     np.random.set_state((np_state["name"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
                          np_state["has_gauss"], np_state["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
-    cuda_states = state.get("cuda", [])
-    if cuda_states and torch.cuda.is_available():
-        if len(cuda_states) != torch.cuda.device_count():
-            logger.warning("Checkpoint has RNG states for %d CUDA devices, this machine has %d; restoring the "
-                           "first %d", len(cuda_states), torch.cuda.device_count(),
-                           min(len(cuda_states), torch.cuda.device_count()))
-        for device, cuda_state in enumerate(cuda_states[:torch.cuda.device_count()]):
-            torch.cuda.set_rng_state(cuda_state, device)
+    cuda_state = state.get("cuda")
+    if device is None or device.type != "cuda" or cuda_state is None:
+        return
+    if isinstance(cuda_state, torch.Tensor):
+        _set_cuda_rng_state(cuda_state, device)
+    else:
+        logger.warning("The checkpoint holds the CUDA RNG states of every visible device (an older format): the "
+                       "CUDA RNG of %s restarts", device)
+
+
+# CUDA only, so not run on CPU-only machines (the tests mock torch.cuda's two calls).
+def _cuda_rng_state(device: torch.device) -> torch.Tensor:
+    return torch.cuda.get_rng_state(device)
+
+
+def _set_cuda_rng_state(state: torch.Tensor, device: torch.device) -> None:
+    torch.cuda.set_rng_state(state, device)
+
+
+def restore_scaler(scaler: torch.amp.GradScaler, state: dict[str, Any]) -> None:
+    """Loads a gradient scaler's state. A checkpoint written without fp16 (bf16, the CPU) has an empty one: an fp16
+    run resuming from it starts with a fresh scale instead of failing."""
+    if scaler.is_enabled() and not state:
+        logger.info("The checkpoint has no gradient-scaler state (written without fp16): starting with a fresh scale")
+        return
+    scaler.load_state_dict(state)
+
+
+def agreed_latest_checkpoint(output_dir: str, is_main: bool) -> str | None:
+    """Rank 0's `find_latest_checkpoint`, on every rank (a collective): ranks scanning a network filesystem can
+    see different newest files, and must all resume from the same one."""
+    return du.broadcast_object(find_latest_checkpoint(output_dir) if is_main else None)

@@ -166,6 +166,9 @@ def init_distributed(init_method: str | None = None, rank: int | None = None, wo
 
 
 # ------------------------------------------------------------------------------------------ local spawning
+# Seconds the processes of launch_local get to end by themselves once one failed, before SIGTERM, then SIGKILL.
+SIBLING_GRACE_S = 5.0
+
 class LocalLaunchError(RuntimeError):
     """A process started by launch_local failed; the message holds the traceback of the first one to fail, or
     how a process died without one."""
@@ -231,8 +234,9 @@ def launch_local(fn: Callable[..., Any], num_procs: int, args: Sequence[Any] = (
 
     Process i gets rank shard_id * num_procs + i of num_shards * num_procs. `init_method` defaults to a free
     port on 127.0.0.1 (one machine); with several shards pass the same tcp://host:port on every machine. If any
-    process fails, the others are terminated and LocalLaunchError reports the first failure's traceback (the
-    others usually fail only because their peer left). `fn`, `args` and the results must be picklable.
+    process fails, the others are ended within 2 x SIBLING_GRACE_S and LocalLaunchError reports the first
+    failure's traceback (the others usually fail only because their peer left). `fn`, `args` and the results must
+    be picklable.
     """
     if num_procs < 1:
         raise ValueError(f"num_procs must be >= 1, got {num_procs}")
@@ -245,10 +249,14 @@ def launch_local(fn: Callable[..., Any], num_procs: int, args: Sequence[Any] = (
     # Results and errors travel through files: a queue read after join() can deadlock on large results.
     with tempfile.TemporaryDirectory(prefix="launch_local_") as exchange_dir:
         try:
-            torch.multiprocessing.spawn(
-                _run_local_process, nprocs=num_procs, join=True,
+            processes = torch.multiprocessing.start_processes(
+                _run_local_process, nprocs=num_procs, join=False, start_method="spawn",
                 args=(fn, tuple(args), num_procs, shard_id, num_shards, init_method, use_cuda, timeout_minutes,
                       exchange_dir))
+            # When one fails, the others get SIGTERM after SIBLING_GRACE_S and SIGKILL after as long again: a
+            # training process takes SIGTERM for a stop request, and one blocked in a collective cannot act on it.
+            while not processes.join(grace_period=SIBLING_GRACE_S):
+                pass
         except ProcessException as error:
             raise LocalLaunchError(_describe_failure(exchange_dir, num_procs, shard_id, error)) from error
         results = []

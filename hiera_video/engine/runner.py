@@ -70,10 +70,11 @@ def prepare_demo_data(cfg: CfgNode, ctx: du.DistContext) -> None:
     du.barrier()
 
 
-def load_test_weights(cfg: CfgNode, model: torch.nn.Module) -> str:
-    """Weights to test: TEST.CHECKPOINT_FILE_PATH, else the newest checkpoint in OUTPUT_DIR, else
-    TRAIN.CHECKPOINT_FILE_PATH. Returns the path used ('' when none: the model stays as built)."""
-    path = cfg.TEST.CHECKPOINT_FILE_PATH or ckpt.find_latest_checkpoint(cfg.OUTPUT_DIR) or \
+def load_test_weights(cfg: CfgNode, model: torch.nn.Module, is_main: bool) -> str:
+    """Weights to test: TEST.CHECKPOINT_FILE_PATH, else the newest checkpoint in OUTPUT_DIR (rank 0's choice: all
+    ranks call this), else TRAIN.CHECKPOINT_FILE_PATH. Returns the path used ('' when none: the model stays as
+    built)."""
+    path = cfg.TEST.CHECKPOINT_FILE_PATH or ckpt.agreed_latest_checkpoint(cfg.OUTPUT_DIR, is_main) or \
         cfg.TRAIN.CHECKPOINT_FILE_PATH
     if not path:
         logger.warning("TEST.ENABLE without any checkpoint to load: testing the freshly initialised model")
@@ -115,7 +116,7 @@ def run(ctx: du.DistContext, cfg: CfgNode) -> dict[str, Any]:
     if cfg.TEST.ENABLE:
         if model is None:
             model = task.build_model().to(ctx.device)
-            load_test_weights(cfg, model)
+            load_test_weights(cfg, model, ctx.is_main)
         results = task.test(model)
         if ctx.is_main:
             log_json_stats({"split": "test_final", **results}, cfg.OUTPUT_DIR)

@@ -25,6 +25,8 @@ from hiera_video.engine.preemption import StopFlag, StopRequested
 from hiera_video.models.weights import load_pretrained, load_state_file
 from hiera_video.tasks.base import Task
 from hiera_video.utils import distributed as du
+from hiera_video.utils.amp import AMP_DTYPES, amp_context
+from hiera_video.utils.faults import inject_fault
 from hiera_video.utils.meters import MetricLogger
 from hiera_video.utils.progress import ProgressReporter, eta_string
 from hiera_video.utils.reports import check_bad_fraction
@@ -32,17 +34,30 @@ from hiera_video.utils.wrappers import unwrap_model
 
 logger = logging.getLogger(__name__)
 
-AMP_DTYPES = ("bfloat16", "float16")
 register_choices("SOLVER.OPTIMIZING_METHOD", OPTIMIZERS)
 register_choices("SOLVER.LR_POLICY", LR_POLICIES)
 register_choices("TRAIN.AMP_DTYPE", AMP_DTYPES)
 
 
-def amp_context(cfg: CfgNode, device: torch.device):
-    """Autocast on CUDA when TRAIN.MIXED_PRECISION is set; nothing on the CPU."""
-    if device.type == "cuda" and cfg.TRAIN.MIXED_PRECISION:
-        return torch.autocast("cuda", dtype=getattr(torch, cfg.TRAIN.AMP_DTYPE))
-    return contextlib.nullcontext()
+def agree_on_losses(values: dict[str, float], skip_nonfinite: bool, where: str) -> dict[str, float]:
+    """Means over ranks of one micro-batch's loss and statistics: a collective before backward, every rank passing
+    the same keys.
+
+    When any rank's loss is not finite, every rank raises the same FloatingPointError (`where`: when, and the last
+    good checkpoint) instead of leaving the others waiting in backward; with `skip_nonfinite` (fp16, whose gradient
+    scaler skips a step with non-finite gradients) it only warns.
+    """
+    keys = sorted(values)
+    per_rank = du.all_gather_tensor(torch.tensor([values[key] for key in keys], dtype=torch.float64))
+    losses = per_rank[:, keys.index("loss")]
+    bad = (~torch.isfinite(losses)).nonzero().flatten().tolist()
+    if bad:
+        message = f"Loss is {losses[bad[0]].item()} on rank {', '.join(map(str, bad))} {where}"
+        if not skip_nonfinite:
+            raise FloatingPointError(f"{message}. Lower SOLVER.BASE_LR, raise warmup or enable "
+                                     "SOLVER.CLIP_GRAD_L2NORM, then resume.")
+        logger.warning("%s: the fp16 gradient scaler skips this step", message)
+    return dict(zip(keys, per_rank.mean(0).tolist()))
 
 
 def move_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -76,7 +91,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------ state
     def _state(self, epoch: int, iteration: int) -> dict[str, Any]:
-        rng_states = du.all_gather_object(ckpt.capture_rng_state())
+        rng_states = du.gather_object(ckpt.capture_rng_state(self.device))  # rank 0 writes them
         return {
             "model_state": unwrap_model(self.model).state_dict(),
             "optimizer_state": self.optimizer.state_dict(),
@@ -102,18 +117,20 @@ class Trainer:
         return path
 
     def resume_or_initialise(self) -> None:
-        """Continue from the newest checkpoint in OUTPUT_DIR, else start from TRAIN.CHECKPOINT_FILE_PATH."""
-        latest = ckpt.find_latest_checkpoint(self.cfg.OUTPUT_DIR) if self.cfg.TRAIN.AUTO_RESUME else None
+        """Continue from the newest checkpoint in OUTPUT_DIR (rank 0's choice), else start from
+        TRAIN.CHECKPOINT_FILE_PATH."""
+        latest = ckpt.agreed_latest_checkpoint(self.cfg.OUTPUT_DIR, self.ctx.is_main) \
+            if self.cfg.TRAIN.AUTO_RESUME else None
         if latest:
             state = ckpt.load_checkpoint(latest)
             unwrap_model(self.model).load_state_dict(state["model_state"])
             self.optimizer.load_state_dict(state["optimizer_state"])
-            self.scaler.load_state_dict(state["scaler_state"])
+            ckpt.restore_scaler(self.scaler, state["scaler_state"])
             self.start_epoch, self.start_iter = int(state["epoch"]), int(state["iter"])
             self.best = dict(state.get("best", {}))
             rng_states = state["rng_states"]
             if len(rng_states) == self.ctx.world_size:
-                ckpt.restore_rng_state(rng_states[self.ctx.rank])
+                ckpt.restore_rng_state(rng_states[self.ctx.rank], self.device)
             else:
                 logger.warning("Checkpoint was written by %d processes, this run has %d: RNG streams restart",
                                len(rng_states), self.ctx.world_size)
@@ -144,6 +161,7 @@ class Trainer:
         self.steps_per_epoch = sampler.samples_per_epoch() // batch_size // cfg.TRAIN.ACCUM_ITER
         stop = StopFlag().install()
         try:
+            inject_fault(self.ctx.rank, cfg.DIST_TIMEOUT_MINUTES * 60)
             for epoch in range(self.start_epoch, cfg.SOLVER.MAX_EPOCH):
                 start_iter = self.start_iter if epoch == self.start_epoch else 0
                 sampler.set_epoch(epoch, start_iter * batch_size * cfg.TRAIN.ACCUM_ITER)
@@ -214,13 +232,11 @@ class Trainer:
                 contextlib.nullcontext()
             with sync, amp_context(self.cfg, self.device):
                 loss, stats = self.task.loss(model, move_to(batch, self.device))
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(
-                    f"Loss is {loss.item()} at epoch {epoch + 1}, iteration {step + 1}; last good checkpoint: "
-                    f"{self.last_checkpoint or 'none yet'}. Lower SOLVER.BASE_LR, raise warmup or enable "
-                    f"SOLVER.CLIP_GRAD_L2NORM, then resume.")
+            means = agree_on_losses({"loss": loss.item(), **stats}, skip_nonfinite=self.scaler.is_enabled(),
+                                    where=f"at epoch {epoch + 1}, iteration {step + 1}; last good checkpoint: "
+                                          f"{self.last_checkpoint or 'none yet'}")
             self.scaler.scale(loss / accum).backward()
-            for key, value in {"loss": loss.item(), **stats}.items():
+            for key, value in means.items():
                 totals[key] = totals.get(key, 0.0) + value / accum
         if self.cfg.SOLVER.CLIP_GRAD_L2NORM > 0:
             self.scaler.unscale_(self.optimizer)

@@ -1,6 +1,7 @@
 """What the trainer needs from a task. The trainer never branches on the task; tasks never run the loop."""
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -11,6 +12,7 @@ from torch.utils.data import DataLoader
 from hiera_video.data.build import build_eval_loader, build_train_loader
 from hiera_video.data.loader import ResumableSampler
 from hiera_video.models.build import build_model
+from hiera_video.utils.amp import amp_context
 from hiera_video.utils.distributed import DistContext
 
 
@@ -20,7 +22,7 @@ class Task:
     `loss(model, batch)` returns the scalar loss and a dict of float statistics for the log; `validate` runs the
     per-epoch evaluation and `test` the final one, both returning statistics (errors in %, or mAP). The model is
     MODEL.ARCH as models.build_model makes it, unless a task builds another; evaluation loaders are built once per
-    split and kept (`loader`).
+    split and kept (`loader`). Evaluations run the model under `autocast()`, the training autocast.
     """
 
     # json_stats keys of `validate` whose minimum over epochs is also logged (as min_<key>).
@@ -43,6 +45,10 @@ class Task:
         if split not in self._loaders:
             self._loaders[split] = build_eval_loader(self.cfg, self.ctx, split)
         return self._loaders[split]
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The training autocast (TRAIN.MIXED_PRECISION on CUDA), for evaluation forward passes."""
+        return amp_context(self.cfg, self.ctx.device)
 
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError

@@ -67,7 +67,8 @@ class ClassificationTask(Task):
         loader = self.loader("val")
         totals = torch.zeros(3, dtype=torch.float64)  # top1 errors, top5 errors, clips
         for batch in loader:
-            logits = model(batch["video"].to(self.ctx.device, non_blocking=True)).float().cpu()
+            with self.autocast():
+                logits = model(batch["video"].to(self.ctx.device, non_blocking=True)).float().cpu()
             top1, top5 = topk_errors(logits, batch["label"], (1, 5))
             n = logits.shape[0]
             totals += torch.tensor([top1 * n, top5 * n, n], dtype=torch.float64)
@@ -88,19 +89,20 @@ class ClassificationTask(Task):
         progress = ProgressReporter(len(loader), "test", enabled=self.ctx.is_main)
         bad: set[str] = set()
         for batch in loader:
-            scores = model(batch["video"].to(self.ctx.device, non_blocking=True)).float().softmax(-1).cpu()
+            with self.autocast():
+                scores = model(batch["video"].to(self.ctx.device, non_blocking=True)).float().softmax(-1).cpu()
             aggregator.update(scores, batch["index"], batch["view"], labels=batch["label"])
             bad.update(batch["bad_files"])
             progress.update(1)
         progress.close()
-        states = du.all_gather_object(aggregator.state())
-        if self.ctx.is_main:
-            for rank, other in enumerate(states):
-                if rank != self.ctx.rank:
-                    aggregator.merge(other)
-        bad_all = sorted(set().union(*du.all_gather_object(bad)))
-        if not self.ctx.is_main:
+        # Only rank 0 writes the results: the other ranks' scores go there, not to every rank.
+        gathered = du.gather_object((aggregator.state(), bad))
+        if gathered is None:
             return {}
+        for rank, (other, _) in enumerate(gathered):
+            if rank != self.ctx.rank:
+                aggregator.merge(other)
+        bad_all = sorted(set().union(*(part for _, part in gathered)))
         for entry in bad_all:
             logger.warning("Test video failed to decode: %s", entry)
         results = aggregator.finalize()

@@ -83,8 +83,9 @@ class DetectionTask(Task):
             if not len(batch["boxes"]):
                 continue
             device = self.ctx.device
-            logits = model(batch["video"].to(device, non_blocking=True), batch["boxes"].to(device),
-                           batch["box_batch_idx"].to(device))
+            with self.autocast():
+                logits = model(batch["video"].to(device, non_blocking=True), batch["boxes"].to(device),
+                               batch["box_batch_idx"].to(device))
             parts["scores"].append(logits.float().sigmoid().cpu()[:, columns])
             parts["boxes"].append(batch["source_boxes"])
             parts["index"].append(batch["index"][batch["box_batch_idx"]])
@@ -115,9 +116,9 @@ class DetectionTask(Task):
             raise ValueError(f"{cfg.AVA.LABEL_MAP_FILE}: class ids {outside} exceed MODEL.NUM_CLASSES="
                              f"{cfg.MODEL.NUM_CLASSES}")
         predictions, bad = self._predict(model, split, sorted(class_ids))
-        gathered = du.all_gather_object((predictions, bad))
+        gathered = du.gather_object((predictions, bad))  # to rank 0 only, which writes and scores them
         stats = None
-        if self.ctx.is_main:
+        if gathered is not None:
             all_bad = sorted({entry for _, part in gathered for entry in part})
             log_failed_keyframes(split, all_bad)
             path = os.path.join(cfg.OUTPUT_DIR, csv_name)

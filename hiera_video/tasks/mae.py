@@ -28,7 +28,8 @@ class MaeTask(Task):
             torch.manual_seed(self.cfg.RNG_SEED + self.ctx.rank)
             for batch in self.loader(split):
                 video = batch["video"].to(self.ctx.device, non_blocking=True)
-                total += float(model(video, mask_ratio=self.cfg.MAE.MASK_RATIO)[0]) * video.shape[0]
+                with self.autocast():
+                    total += float(model(video, mask_ratio=self.cfg.MAE.MASK_RATIO)[0]) * video.shape[0]
                 clips += video.shape[0]
         model.train()
         sums = torch.tensor(du.all_gather_object([total, clips]), dtype=torch.float64).sum(0)

@@ -135,12 +135,33 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     return (work / dist.get_world_size()).to(tensor.device)
 
 
+def all_gather_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's `tensor` stacked in rank order, [world size, *shape], on the input's device (every rank passes
+    the same shape and dtype)."""
+    if not _group_active():
+        return tensor.detach().clone().unsqueeze(0)
+    work = tensor.detach().to(_CONTEXT.device if _CONTEXT is not None else torch.device("cpu"))
+    parts = [torch.empty_like(work) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, work)
+    return torch.stack(parts).to(tensor.device)
+
+
 def all_gather_object(obj: Any) -> list[Any]:
     """Every rank's (picklable) `obj`, in rank order."""
     if not _group_active():
         return [obj]
     gathered: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def gather_object(obj: Any, dst: int = 0) -> list[Any] | None:
+    """Every rank's (picklable) `obj` in rank order on rank `dst`, None elsewhere: results that only rank `dst`
+    writes out need no copy on the other ranks (at 64 GPUs, 64 copies of a test set's scores per rank)."""
+    if not _group_active():
+        return [obj]
+    gathered: list[Any] | None = [None] * dist.get_world_size() if dist.get_rank() == dst else None
+    dist.gather_object(obj, gathered, dst=dst)
     return gathered
 
 
