@@ -19,10 +19,12 @@ from hiera_video.data.video_io import set_decoder_log_level
 from hiera_video.engine import checkpoint as ckpt
 from hiera_video.engine import launch as launcher
 from hiera_video.engine.logging import log_json_stats, setup_logging
+from hiera_video.engine.preemption import StopFlag, StopRequested
 from hiera_video.engine.trainer import Trainer
 from hiera_video.models.complexity import count_gmacs, count_params
 from hiera_video.models.weights import load_pretrained, load_state_file
 from hiera_video.tasks import build_task
+from hiera_video.tasks.base import EvaluationInterrupted
 from hiera_video.utils import distributed as du
 from hiera_video.utils.seeding import seed_everything, seed_for
 
@@ -96,28 +98,45 @@ def log_model_info(model: torch.nn.Module, input_shape: tuple[int, ...]) -> None
 
 
 def run(ctx: du.DistContext, cfg: CfgNode) -> dict[str, Any]:
-    """Train and/or test `cfg` in this process; returns the test statistics (rank 0) or {}."""
+    """Train and/or test `cfg` in this process; returns the test statistics (rank 0) or {}.
+
+    This process owns the stop signals (SIGUSR2, SIGTERM) for the whole run: training then stops with a checkpoint
+    to resume from, an interrupted test runs again when the run restarts; either way StopRequested is raised.
+    """
     setup_logging(cfg.OUTPUT_DIR, ctx.rank)
     set_decoder_log_level(cfg.DATA.DECODER_LOG_LEVEL)  # data-loader workers inherit it
     g_pathmgr.mkdirs(cfg.OUTPUT_DIR)
     if ctx.is_main:
         logger.info("Running with %d process(es), device %s. Config:\n%s", ctx.world_size, ctx.device, cfg.dump())
+    stop = StopFlag().install()
+    try:
+        return _train_and_test(ctx, cfg, stop)
+    finally:
+        stop.uninstall()
+
+
+def _train_and_test(ctx: du.DistContext, cfg: CfgNode, stop: StopFlag) -> dict[str, Any]:
     check_layout(cfg, ctx.world_size, external=ctx.launcher not in ("single", "arguments"))
     seed_process(cfg, ctx.rank)
     prepare_demo_data(cfg, ctx)
     task = build_task(cfg, ctx)
-    model = None
+    task.should_stop = lambda: stop.agreed(ctx.device)
+    model, weights = None, ""
     if cfg.TRAIN.ENABLE:
         trainer = Trainer(cfg, task, ctx)
         if ctx.is_main:
             log_model_info(trainer.model, task.model_input_shape())
-        model = trainer.train()
+        model = trainer.train(stop)
+        weights = trainer.last_checkpoint
     results: dict[str, Any] = {}
     if cfg.TEST.ENABLE:
         if model is None:
             model = task.build_model().to(ctx.device)
-            load_test_weights(cfg, model, ctx.is_main)
-        results = task.test(model)
+            weights = load_test_weights(cfg, model, ctx.is_main)
+        try:
+            results = task.test(model)
+        except EvaluationInterrupted:
+            raise StopRequested(stop.signal_name, weights or "nothing (no weights were loaded)") from None
         if ctx.is_main:
             log_json_stats({"split": "test_final", **results}, cfg.OUTPUT_DIR)
     du.barrier()

@@ -23,7 +23,7 @@ from hiera_video.engine.logging import TensorboardWriter, log_json_stats, memory
 from hiera_video.engine.optim import LR_POLICIES, OPTIMIZERS, build_optimizer, lr_at, scaled_lr, set_lr
 from hiera_video.engine.preemption import StopFlag, StopRequested
 from hiera_video.models.weights import load_pretrained, load_state_file
-from hiera_video.tasks.base import Task
+from hiera_video.tasks.base import EvaluationInterrupted, Task
 from hiera_video.utils import distributed as du
 from hiera_video.utils.amp import AMP_DTYPES, amp_context
 from hiera_video.utils.faults import inject_fault
@@ -84,13 +84,14 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.start_epoch, self.start_iter = 0, 0
         self.last_checkpoint = ""
+        self.eval_pending = False  # resumed from a checkpoint whose evaluation was interrupted
         self.best: dict[str, float] = {}
         self.reported_bad: set[str] = set()  # bad videos already named in the log (each is named once per run)
         self.tensorboard = TensorboardWriter(f"{cfg.OUTPUT_DIR}/{cfg.TENSORBOARD.LOG_DIR}",
                                              enabled=cfg.TENSORBOARD.ENABLE and ctx.is_main)
 
     # ------------------------------------------------------------------------------------------------ state
-    def _state(self, epoch: int, iteration: int) -> dict[str, Any]:
+    def _state(self, epoch: int, iteration: int, eval_pending: bool) -> dict[str, Any]:
         rng_states = du.gather_object(ckpt.capture_rng_state(self.device))  # rank 0 writes them
         return {
             "model_state": unwrap_model(self.model).state_dict(),
@@ -101,12 +102,14 @@ class Trainer:
             "world_size": self.ctx.world_size,
             "rng_states": rng_states,
             "best": dict(self.best),
+            "eval_pending": eval_pending,
             "cfg": self.cfg.dump(),
         }
 
-    def save(self, epoch: int, iteration: int) -> str:
-        """Checkpoint after `epoch` completed epochs and `iteration` steps of the next one (all ranks call it)."""
-        state = self._state(epoch, iteration)
+    def save(self, epoch: int, iteration: int, eval_pending: bool = False) -> str:
+        """Checkpoint after `epoch` completed epochs and `iteration` steps of the next one (all ranks call it);
+        `eval_pending`: the evaluation of epoch `epoch` follows, and a run resuming here starts with it."""
+        state = self._state(epoch, iteration, eval_pending)
         path = ckpt.checkpoint_path(self.cfg.OUTPUT_DIR, epoch, iteration or None)
         if self.ctx.is_main:
             ckpt.save_checkpoint(path, state)
@@ -128,6 +131,7 @@ class Trainer:
             ckpt.restore_scaler(self.scaler, state["scaler_state"])
             self.start_epoch, self.start_iter = int(state["epoch"]), int(state["iter"])
             self.best = dict(state.get("best", {}))
+            self.eval_pending = bool(state.get("eval_pending", False))
             rng_states = state["rng_states"]
             if len(rng_states) == self.ctx.world_size:
                 ckpt.restore_rng_state(rng_states[self.ctx.rank], self.device)
@@ -146,8 +150,13 @@ class Trainer:
                 self.start_epoch, self.start_iter = int(state.get("epoch", 0)), int(state.get("iter", 0))
 
     # ------------------------------------------------------------------------------------------------ loop
-    def train(self) -> nn.Module:
-        """Runs epochs start_epoch..MAX_EPOCH-1; returns the (unwrapped) trained model."""
+    def train(self, stop: StopFlag) -> nn.Module:
+        """Runs epochs start_epoch..MAX_EPOCH-1; returns the (unwrapped) trained model.
+
+        A stop signal (`stop`) ends the run with StopRequested and a checkpoint to resume from: polled before every
+        step, after every epoch-end save and during evaluations; a run stopped during an evaluation runs it again
+        when resumed.
+        """
         cfg = self.cfg
         self.resume_or_initialise()
         model = self.model
@@ -159,20 +168,25 @@ class Trainer:
         batch_size = loader.batch_size
         assert batch_size is not None  # the loader batches samples itself
         self.steps_per_epoch = sampler.samples_per_epoch() // batch_size // cfg.TRAIN.ACCUM_ITER
-        stop = StopFlag().install()
         try:
             inject_fault(self.ctx.rank, cfg.DIST_TIMEOUT_MINUTES * 60)
+            if self.eval_pending:
+                self._evaluate_or_stop(self.start_epoch - 1, stop, saved=True)
             for epoch in range(self.start_epoch, cfg.SOLVER.MAX_EPOCH):
                 start_iter = self.start_iter if epoch == self.start_epoch else 0
                 sampler.set_epoch(epoch, start_iter * batch_size * cfg.TRAIN.ACCUM_ITER)
                 self.train_epoch(loader, epoch, start_iter, stop)
                 last = epoch + 1 == cfg.SOLVER.MAX_EPOCH
-                if last or (epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0:
-                    self.save(epoch + 1, 0)
-                if cfg.TRAIN.EVAL_PERIOD and (last or (epoch + 1) % cfg.TRAIN.EVAL_PERIOD == 0):
-                    self.evaluate(epoch)
+                evaluate = bool(cfg.TRAIN.EVAL_PERIOD) and (last or (epoch + 1) % cfg.TRAIN.EVAL_PERIOD == 0)
+                saved = last or (epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0
+                if saved:
+                    self.save(epoch + 1, 0, eval_pending=evaluate)
+                if stop.agreed(self.device):  # arrived during the epoch's last step or its save
+                    path = self.last_checkpoint if saved else self.save(epoch + 1, 0, eval_pending=evaluate)
+                    raise StopRequested(stop.signal_name, path)
+                if evaluate:
+                    self._evaluate_or_stop(epoch, stop, saved)
         finally:
-            stop.uninstall()
             self.tensorboard.close()
         return unwrap_model(self.model)
 
@@ -254,6 +268,15 @@ class Trainer:
             logger.warning("Skipped a video that failed to decode: %s", entry)
         self.reported_bad |= bad
         return bad
+
+    def _evaluate_or_stop(self, epoch: int, stop: StopFlag, saved: bool) -> None:
+        """Evaluates after `epoch`; when a stop interrupts it, saves (unless `saved`: the epoch-end checkpoint,
+        marked eval_pending, is there) and raises StopRequested."""
+        try:
+            self.evaluate(epoch)
+        except EvaluationInterrupted:
+            path = self.last_checkpoint if saved else self.save(epoch + 1, 0, eval_pending=True)
+            raise StopRequested(stop.signal_name, path) from None
 
     def evaluate(self, epoch: int) -> dict[str, Any]:
         model = unwrap_model(self.model)

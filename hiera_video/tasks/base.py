@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -12,8 +13,13 @@ from torch.utils.data import DataLoader
 from hiera_video.data.build import build_eval_loader, build_train_loader
 from hiera_video.data.loader import ResumableSampler
 from hiera_video.models.build import build_model
+from hiera_video.utils import distributed as du
 from hiera_video.utils.amp import amp_context
 from hiera_video.utils.distributed import DistContext
+
+
+class EvaluationInterrupted(Exception):
+    """An evaluation stopped early because a stop (Slurm's time-limit warning, preemption) was requested."""
 
 
 class Task:
@@ -22,7 +28,9 @@ class Task:
     `loss(model, batch)` returns the scalar loss and a dict of float statistics for the log; `validate` runs the
     per-epoch evaluation and `test` the final one, both returning statistics (errors in %, or mAP). The model is
     MODEL.ARCH as models.build_model makes it, unless a task builds another; evaluation loaders are built once per
-    split and kept (`loader`). Evaluations run the model under `autocast()`, the training autocast.
+    split and kept (`loader`). Evaluations iterate `evaluation_batches`, which polls `should_stop` (set by whoever
+    owns the stop signals: a collective returning True on every rank once a stop was requested) and raises
+    EvaluationInterrupted, and run the model under `autocast()`, the training autocast.
     """
 
     # json_stats keys of `validate` whose minimum over epochs is also logged (as min_<key>).
@@ -32,6 +40,7 @@ class Task:
         self.cfg = cfg
         self.ctx = ctx
         self._loaders: dict[str, DataLoader] = {}
+        self.should_stop: Callable[[], bool] = lambda: False
 
     def build_model(self) -> nn.Module:
         return build_model(self.cfg)
@@ -45,6 +54,16 @@ class Task:
         if split not in self._loaders:
             self._loaders[split] = build_eval_loader(self.cfg, self.ctx, split)
         return self._loaders[split]
+
+    def evaluation_batches(self, loader: DataLoader) -> Iterator[Any]:
+        """`loader`'s batches. Before each batch that every rank has (sharding without padding leaves some ranks a
+        batch more), asks `should_stop()` and raises EvaluationInterrupted when it says so."""
+        common = min(du.all_gather_object(len(loader)))
+        batches = iter(loader)
+        for index in range(len(loader)):
+            if index < common and self.should_stop():
+                raise EvaluationInterrupted(f"stopped after {index} of {len(loader)} evaluation batches")
+            yield next(batches)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The training autocast (TRAIN.MIXED_PRECISION on CUDA), for evaluation forward passes."""

@@ -66,7 +66,7 @@ class ClassificationTask(Task):
         model.eval()
         loader = self.loader("val")
         totals = torch.zeros(3, dtype=torch.float64)  # top1 errors, top5 errors, clips
-        for batch in loader:
+        for batch in self.evaluation_batches(loader):
             with self.autocast():
                 logits = model(batch["video"].to(self.ctx.device, non_blocking=True)).float().cpu()
             top1, top5 = topk_errors(logits, batch["label"], (1, 5))
@@ -88,7 +88,7 @@ class ClassificationTask(Task):
                                          num_views=cfg.TEST.NUM_ENSEMBLE_VIEWS * cfg.TEST.NUM_SPATIAL_CROPS)
         progress = ProgressReporter(len(loader), "test", enabled=self.ctx.is_main)
         bad: set[str] = set()
-        for batch in loader:
+        for batch in self.evaluation_batches(loader):
             with self.autocast():
                 scores = model(batch["video"].to(self.ctx.device, non_blocking=True)).float().softmax(-1).cpu()
             aggregator.update(scores, batch["index"], batch["view"], labels=batch["label"])

@@ -77,7 +77,7 @@ class DetectionTask(Task):
         columns = torch.tensor([c - 1 for c in class_ids])
         parts: dict[str, list[torch.Tensor]] = {"index": [], "boxes": [], "scores": []}
         bad: list[KeyframeFailure] = []
-        for batch in loader:
+        for batch in self.evaluation_batches(loader):
             bad.extend(batch["bad_files"])
             progress.update(1)
             if not len(batch["boxes"]):

@@ -26,7 +26,7 @@ class MaeTask(Task):
         total, clips = 0.0, 0
         with torch.random.fork_rng(devices=[self.ctx.device] if self.ctx.device.type == "cuda" else []):
             torch.manual_seed(self.cfg.RNG_SEED + self.ctx.rank)
-            for batch in self.loader(split):
+            for batch in self.evaluation_batches(self.loader(split)):
                 video = batch["video"].to(self.ctx.device, non_blocking=True)
                 with self.autocast():
                     total += float(model(video, mask_ratio=self.cfg.MAE.MASK_RATIO)[0]) * video.shape[0]
