@@ -1,6 +1,8 @@
 """Shared pytest fixtures: deterministic torch settings, process groups, the official model's state-dict layout."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -11,6 +13,15 @@ from hiera_video.utils.distributed import destroy_process_group
 
 # One thread: tiny test models gain nothing from more, and stall badly when the cores are shared.
 torch.set_num_threads(1)
+
+SLURM_TESTS = Path(__file__).parent / "slurm"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/slurm needs the local Slurm cluster: mark it `slurm` (deselect with -m "not slurm")."""
+    for item in items:
+        if SLURM_TESTS in item.path.parents:
+            item.add_marker(pytest.mark.slurm)
 
 
 @pytest.fixture(autouse=True)

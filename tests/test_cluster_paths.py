@@ -114,6 +114,7 @@ def _two_ranks(ctx: du.DistContext, root: str) -> dict:
             "fp16": agree_on_losses(bad, skip_nonfinite=True, where="")}
 
 
+@pytest.mark.slow
 def test_ranks_agree_on_the_checkpoint_the_losses_and_gather_results_on_rank_0(tmp_path):
     zero, one = launch.launch_local(_two_ranks, 2, args=(str(tmp_path),), timeout_minutes=2)
     assert zero["resume"] == one["resume"] == ckpt.checkpoint_path(str(tmp_path / "view0"), 2)

@@ -49,6 +49,7 @@ def test_an_unregistered_dataset_is_refused_naming_the_key_and_the_registered_on
         build_dataset(cfg, "test")
 
 
+@pytest.mark.slow
 def test_a_registered_dataset_is_a_config_value_and_trains(bright_or_dark, tmp_path, single_process):
     cfg = load_config([], ["TRAIN.DATASET", bright_or_dark, "TEST.DATASET", bright_or_dark,
                            "OUTPUT_DIR", str(tmp_path), *TINY])

@@ -14,10 +14,10 @@ import textwrap
 
 import pytest
 import yaml
-from video_factory import index_coded_frames, make_empty_file, make_truncated_video, make_video
 
 from hiera_video.config import ConfigError, load_config
 from hiera_video.data.video_io import set_decoder_log_level
+from video_factory import index_coded_frames, make_empty_file, make_truncated_video, make_video
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What FFmpeg (through PyAV or decord) and decord's C++ print about broken files.
@@ -98,6 +98,7 @@ def assert_no_native_lines(text: str) -> None:
         assert not any(p in line for p in NATIVE_PATTERNS), f"native decoder output: {line!r}"
 
 
+@pytest.mark.slow
 def test_training_and_testing_over_broken_files_name_each_once_without_native_lines(broken_dataset, tmp_path):
     config = tiny_config(broken_dataset, tmp_path / "run")
     out = subprocess.run([sys.executable, "tools/run_net.py", "--cfg", config], cwd=REPO, capture_output=True,
@@ -134,6 +135,7 @@ SPAWNED_OPEN = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("level", ["quiet", "error"])
 def test_the_level_reaches_spawned_workers(broken_dataset, tmp_path, level):
     script = tmp_path / "spawned_open.py"

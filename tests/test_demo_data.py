@@ -40,6 +40,7 @@ def clips(dataset):
     return out
 
 
+@pytest.mark.slow
 def test_default_dataset_is_small(dataset):
     info = dataset
     total = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(info["root"]) for f in files)
@@ -49,6 +50,7 @@ def test_default_dataset_is_small(dataset):
     assert (info["num_frames"], info["size"], info["fps"]) == (48, 64, 30)
 
 
+@pytest.mark.slow
 def test_csvs_list_balanced_existing_videos(dataset):
     info = dataset
     seen = set()
@@ -62,6 +64,7 @@ def test_csvs_list_balanced_existing_videos(dataset):
         seen.update(r for r, _ in rows)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["decord", "pyav"])
 def test_videos_are_real_h264_mp4_files(dataset, backend):
     info = dataset

@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 
+from ava_factory import write_ava_dataset
 from hiera_video.config import load_config
 from hiera_video.engine.logging import read_json_stats
 from hiera_video.engine.runner import run
@@ -20,7 +21,6 @@ from hiera_video.models.heads import HieraActionDetector, RoIActionHead
 from hiera_video.models.registry import create_model, model_spec
 from hiera_video.models.weights import load_pretrained
 from hiera_video.tasks.detection import action_loss
-from tests.test_ava_data import write_ava_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(input_size=(4, 64, 64), embed_dim=16, num_heads=1, stages=(1, 1, 1), q_pool=2,
@@ -163,6 +163,7 @@ def ava_eval_cli(cfg, detections, output):
         return json.load(f)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["frames", "videos"])
 def test_training_then_test_writes_detections_scored_like_the_official_cli(tmp_path, single_process, layout):
     data = write_ava_dataset(str(tmp_path / "ava"), layout)
@@ -189,6 +190,7 @@ def test_training_then_test_writes_detections_scored_like_the_official_cli(tmp_p
     assert results["map"] >= 0.9  # the person's colour gives the action: a trained detector gets it right
 
 
+@pytest.mark.slow
 def test_testing_a_checkpoint_gives_the_same_detections_with_two_processes(tmp_path):
     from hiera_video.engine.runner import launch
 
@@ -202,6 +204,7 @@ def test_testing_a_checkpoint_gives_the_same_detections_with_two_processes(tmp_p
     assert (tmp_path / "one" / "detections.csv").read_text() == (tmp_path / "two" / "detections.csv").read_text()
 
 
+@pytest.mark.slow
 def test_visualize_ava_draws_boxes_on_keyframes(tmp_path):
     from PIL import Image
 

@@ -67,6 +67,7 @@ def _rank_and_sum(ctx: du.DistContext) -> list:
 
 
 # ---------------------------------------------------------------------------------------------- tests
+@pytest.mark.slow
 def test_two_gloo_processes_share_means_objects_and_broadcasts(no_launcher_env):
     results = launch.launch_local(_collectives, 2, args=(2.0,))
     assert [r["rank"] for r in results] == [0, 1]
@@ -81,21 +82,22 @@ def test_two_gloo_processes_share_means_objects_and_broadcasts(no_launcher_env):
     assert not dist.is_initialized()  # the parent itself joined no group
 
 
+@pytest.mark.slow
 def test_exception_in_one_child_fails_the_launch_without_hanging(no_launcher_env):
-    start = time.monotonic()
+    # Without propagation rank 0 would wait in its barrier for the 5-minute collective timeout, then fail with
+    # another message.
     first_failure = r"(?s)local process 1 of 2 \(rank 1\) failed first.*boom on rank 1"
     with pytest.raises(launch.LocalLaunchError, match=first_failure):
         launch.launch_local(_fail_on_rank_one, 2, timeout_minutes=5)
-    assert time.monotonic() - start < 60  # far below the 5-minute collective timeout rank 0 was waiting on
 
 
+@pytest.mark.slow
 def test_child_dying_without_traceback_fails_the_launch(no_launcher_env):
-    start = time.monotonic()
     with pytest.raises(launch.LocalLaunchError, match="process 1 terminated with exit code 3"):
         launch.launch_local(_exit_without_traceback_on_rank_one, 2, timeout_minutes=5)
-    assert time.monotonic() - start < 45
 
 
+@pytest.mark.slow
 def test_two_shards_form_one_group(no_launcher_env):
     init_method = f"tcp://127.0.0.1:{launch._free_local_port()}"
     results = {}
@@ -112,6 +114,7 @@ def test_two_shards_form_one_group(no_launcher_env):
     assert results == {0: [[0, 2, 0, 0.5]], 1: [[1, 2, 0, 0.5]]}
 
 
+@pytest.mark.slow
 def test_torchrun_environment_is_detected(no_launcher_env, tmp_path):
     script = textwrap.dedent("""
         import json, torch

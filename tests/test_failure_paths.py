@@ -139,6 +139,7 @@ def run_with_a_failing_rank(launcher: list[str], opts: list[str]) -> tuple[subpr
     return out, ended - float(failed_at.group(1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["run_net", "torchrun"])
 def test_one_failing_rank_ends_every_process_within_a_minute(dataset, tmp_path, launcher):
     opts = tiny_opts(dataset, "OUTPUT_DIR", str(tmp_path), "DIST_TIMEOUT_MINUTES", "5")

@@ -66,6 +66,7 @@ def test_registry_lists_all_named_models():
     assert expected <= set(list_models())
 
 
+@pytest.mark.slow
 def test_every_registered_name_is_a_function_building_that_model():
     for name in list_models():
         constructor = getattr(models, name)
@@ -143,6 +144,7 @@ def test_image_model_matches_the_official_model():
             torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_full_size_base_video_model_matches_the_official_model():
     hiera_pkg = pytest.importorskip("hiera")
     official = hiera_pkg.hiera_base_16x224(pretrained=False).train()
@@ -156,6 +158,7 @@ def test_full_size_base_video_model_matches_the_official_model():
     torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-7)  # logits ~1e-3 (head init scale 0.001)
 
 
+@pytest.mark.slow
 def test_base_video_gmacs_match_the_paper():
     model = create_model("hiera_base_16x224")
     assert count_gmacs(model, (1, 3, 16, 224, 224)) == pytest.approx(101.7, rel=0.01)

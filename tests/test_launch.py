@@ -10,6 +10,8 @@ import pytest
 from hiera_video.data.demo import write_demo_dataset
 from hiera_video.engine.logging import read_json_stats
 
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, "configs", "Demo", "HIERA_DEMO.yaml")
 

@@ -1,7 +1,6 @@
-"""Logging setup per rank, json_stats lines and files, meters, tensorboard scalars, progress output."""
+"""hiera_video.engine.logging: setup per rank, json_stats lines and files, tensorboard scalars, memory string."""
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -12,8 +11,6 @@ import torch
 
 from hiera_video.engine import logging as run_logging
 from hiera_video.engine.logging import TensorboardWriter, log_json_stats, memory_string, read_json_stats, setup_logging
-from hiera_video.utils.meters import MetricLogger, ScalarMeter
-from hiera_video.utils.progress import ProgressReporter, eta_string
 
 
 @pytest.fixture
@@ -83,28 +80,6 @@ def test_read_json_stats_names_a_malformed_line(tmp_path):
         read_json_stats(str(path))
 
 
-def test_scalar_meter_window_and_weighted_global_average():
-    meter = ScalarMeter(window_size=3)
-    for value, n in [(10.0, 1), (1.0, 1), (2.0, 2), (6.0, 4)]:
-        meter.update(value, n)
-    assert meter.median == 2.0  # window holds 1, 2, 6
-    assert meter.global_avg == pytest.approx((10 + 1 + 4 + 24) / 8)
-    empty = ScalarMeter()
-    assert math.isnan(empty.median) and math.isnan(empty.global_avg)
-
-
-def test_metric_logger_tracks_named_meters():
-    metrics = MetricLogger(window_size=2)
-    metrics.update({"loss": torch.tensor(4.0), "dt": 0.5}, n=2)
-    metrics.update({"loss": 2.0, "dt": 0.3}, n=2)
-    metrics.update({"loss": 1.0, "dt": 0.1}, n=4)
-    assert metrics.medians() == pytest.approx({"loss": 1.5, "dt": 0.2})
-    assert metrics.median("dt") == pytest.approx(0.2)
-    assert metrics.global_averages()["loss"] == pytest.approx((8 + 4 + 4) / 8)
-    with pytest.raises(KeyError, match="top1_err.*'dt', 'loss'"):
-        metrics["top1_err"]
-
-
 def test_tensorboard_writer_writes_scalars_and_disabled_writer_writes_nothing(tmp_path):
     event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
     disabled_dir = tmp_path / "off"
@@ -122,47 +97,6 @@ def test_tensorboard_writer_writes_scalars_and_disabled_writer_writes_nothing(tm
     assert events.Scalars("Train/lr")[0].value == pytest.approx(0.1)
 
 
-def test_progress_without_tty_logs_plain_lines_every_period(caplog):
-    caplog.set_level(logging.INFO)
-    stream = io.StringIO()
-    with ProgressReporter(total=7, desc="val", period=3, stream=stream) as progress:
-        for _ in range(7):
-            progress.update(loss=0.123456)
-    messages = [r.getMessage() for r in caplog.records if r.name == "hiera_video.utils.progress"]
-    assert [m.split("  ")[0] for m in messages] == ["val: 3/7", "val: 6/7", "val: 7/7"]
-    assert "loss 0.1235" in messages[0] and "eta" in messages[0]
-    assert stream.getvalue() == "" and not any("\r" in m for m in messages)
-
-
-def test_progress_of_a_resumed_epoch_starts_at_initial(caplog):
-    caplog.set_level(logging.INFO)
-    with ProgressReporter(total=10, desc="epoch 2/5", period=4, stream=io.StringIO(), initial=6) as progress:
-        for _ in range(4):
-            progress.update()
-    messages = [r.getMessage().split("  ")[0] for r in caplog.records if r.name == "hiera_video.utils.progress"]
-    assert messages == ["epoch 2/5: 8/10", "epoch 2/5: 10/10"]
-
-
-def test_progress_on_a_tty_draws_a_bar_and_disabled_is_silent(caplog):
-    class Terminal(io.StringIO):
-        def isatty(self):
-            return True
-
-    caplog.set_level(logging.INFO)
-    terminal = Terminal()
-    with ProgressReporter(total=4, desc="train", period=1, stream=terminal) as progress:
-        progress.update(2, loss=1.0)
-    assert "train" in terminal.getvalue() and "\r" in terminal.getvalue()
-    silent = Terminal()
-    with ProgressReporter(total=4, desc="train", enabled=False, period=1, stream=silent) as progress:
-        progress.update(4)
-    assert silent.getvalue() == "" and caplog.records == []
-
-
-def test_eta_and_memory_strings():
-    assert eta_string(65.4) == "0:01:05"
-    assert eta_string(90061) == "1 day, 1:01:01"
-    assert eta_string(-3) == "0:00:00"
-    assert eta_string(float("inf")) == "unknown"
+def test_memory_string():
     assert re.fullmatch(r"\d+\.\d\dG", memory_string())
     assert float(memory_string()[:-1]) > 0.01  # this process holds torch: well over 10 MB resident

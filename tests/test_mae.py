@@ -73,6 +73,7 @@ def test_mae_parameter_counts_match_the_release(name, expected):
     assert count_params(model) == expected
 
 
+@pytest.mark.slow
 def test_mae_state_dict_keys_and_shapes_equal_the_official_base_video_mae(official_keys_and_shapes):
     reference = official_keys_and_shapes("mae_hiera_base_16x224")
     assert len(reference) == 408

@@ -63,6 +63,7 @@ def test_the_same_log_twice_and_wrong_label_counts_are_rejected(three_runs, tmp_
         plot_logs.plot(three_runs, str(tmp_path / "c.png"), labels=["A", "B"])
 
 
+@pytest.mark.slow
 def test_command_line_takes_explicit_labels(three_runs, tmp_path):
     out = subprocess.run([sys.executable, "tools/plot_logs.py", *three_runs, "--labels", "A", "B", "C", "--out",
                           str(tmp_path / "c.png")], cwd=REPO, capture_output=True, text=True, timeout=120)

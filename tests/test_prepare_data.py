@@ -22,7 +22,7 @@ from hiera_video.data.preparation import common, resize
 from hiera_video.data.preparation.cli import main
 from hiera_video.data.video_io import open_video, write_video
 from hiera_video.engine.logging import read_json_stats
-from tests.video_factory import index_coded_frames, make_empty_file, make_truncated_video
+from video_factory import index_coded_frames, make_empty_file, make_truncated_video
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, "tools", "prepare_data.py")
@@ -166,6 +166,7 @@ def raw_kinetics(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_kinetics_resize_csv_check_then_train(raw_kinetics, tmp_path, capsys):
     resized = tmp_path / "resized"
     out = prepare("resize", raw_kinetics, resized, "--short-side", "32", "--workers", "2", capsys=capsys)
@@ -296,6 +297,7 @@ def test_check_reports_malformed_lines_and_keeps_the_rest(tmp_path, capsys):
     assert (tmp_path / "train.clean.csv").read_text() == "good.mp4 0\n"
 
 
+@pytest.mark.slow
 def test_a_killed_resize_leaves_no_partial_output_and_the_rerun_finishes(tmp_path, capsys):
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
@@ -355,8 +357,9 @@ def frame_code(image):
     return int(round(float(block[0]) / 16)) + 16 * int(round(float(block[1]) / 16))
 
 
+@pytest.mark.slow
 def test_ava_cut_then_frames_then_a_detection_step(tmp_path, capsys):
-    from tests.test_ava_data import write_ava_dataset
+    from ava_factory import write_ava_dataset
 
     data_opts = write_ava_dataset(str(tmp_path / "ava"), "videos", num_train=2, num_val=1)
     movies = tmp_path / "movies"
@@ -413,6 +416,7 @@ def test_ava_cut_then_frames_then_a_detection_step(tmp_path, capsys):
     assert next(s for s in stats if s.get("_type") == "train_epoch")["bad_videos"] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg command line")
 def test_the_speed_benchmark_runs_and_compares_identical_encodes(tmp_path):
     """benchmarks/prepare_speed.py --smoke (its numbers are not checked: they depend on the machine)."""

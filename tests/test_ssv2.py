@@ -18,7 +18,7 @@ from hiera_video.data.ssv2 import build_ssv2, mirror_labels
 from hiera_video.engine.logging import read_json_stats
 from hiera_video.engine.runner import run
 from hiera_video.models.build import build_model
-from tests.video_factory import decode_frame_ids, make_frame_folder
+from video_factory import decode_frame_ids, make_frame_folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SSV2_CFG = os.path.join(REPO, "configs", "SSv2", "HIERA_B_16x224.yaml")

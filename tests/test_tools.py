@@ -55,6 +55,7 @@ def test_reconstruction_of_a_perfect_prediction_is_the_input(mae_setup, monkeypa
     assert 0.85 < hidden.float().mean() < 0.95  # 0.9 of the units hidden
 
 
+@pytest.mark.slow
 def test_visualize_mae_writes_one_png_per_clip(mae_setup, tmp_path):
     _, opts, checkpoint, cfg = mae_setup
     out = run_tool("tools/visualize_mae.py", "--cfg", MAE_DEMO, "--checkpoint", checkpoint, "--num-clips", "2",
@@ -67,6 +68,7 @@ def test_visualize_mae_writes_one_png_per_clip(mae_setup, tmp_path):
     assert (width, height) == (frames * (64 + 2) + 2, 3 * (64 + 2) + 2)  # frames x (input, masked, reconstruction)
 
 
+@pytest.mark.slow
 def test_plot_logs_draws_the_logged_metrics(tmp_path):
     run_dir = tmp_path / "run"
     for epoch in (1, 2):
@@ -84,6 +86,7 @@ def test_plot_logs_draws_the_logged_metrics(tmp_path):
     (["--ngpus", "0", "--tasks-per-node", "3"], "TRAIN.BATCH_SIZE=16 is not divisible by 3 processes"),
     (["--ngpus", "0", "NUM_GPUS", "8"], "pass --ngpus 8, or add NUM_GPUS 0"),
 ])
+@pytest.mark.slow
 def test_submit_refuses_layouts_that_cannot_run(args, message, tmp_path):
     out = run_tool("tools/submit.py", "--cfg", os.path.join(REPO, "configs", "Demo", "HIERA_DEMO.yaml"),
                    "--job-dir", str(tmp_path / "job"), *args)
@@ -92,6 +95,7 @@ def test_submit_refuses_layouts_that_cannot_run(args, message, tmp_path):
     assert not (tmp_path / "job" / "submitit").exists()
 
 
+@pytest.mark.slow
 def test_model_info_prints_parameters_gmacs_and_speed():
     out = run_tool("tools/model_info.py", "--model", "hiera_base_16x224", "--frames", "4", "--size", "64",
                    "--warmup", "0", "--iters", "1")

@@ -6,6 +6,14 @@ import os
 import numpy as np
 import pytest
 import torch
+
+from hiera_video.data.video_io import (
+    DecordReader,
+    FrameImagesReader,
+    PyAVReader,
+    VideoDecodeError,
+    open_video,
+)
 from video_factory import (
     decode_frame_ids,
     index_coded_frames,
@@ -14,14 +22,6 @@ from video_factory import (
     make_truncated_video,
     make_video,
     truncate_file,
-)
-
-from hiera_video.data.video_io import (
-    DecordReader,
-    FrameImagesReader,
-    PyAVReader,
-    VideoDecodeError,
-    open_video,
 )
 
 BACKENDS = ["decord", "pyav"]

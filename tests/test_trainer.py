@@ -15,7 +15,7 @@ from hiera_video.engine.logging import read_json_stats
 from hiera_video.engine.preemption import StopRequested
 from hiera_video.engine.runner import run
 from hiera_video.engine.trainer import Trainer
-from tests.video_factory import make_empty_file, make_truncated_video
+from video_factory import make_empty_file, make_truncated_video
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CFG = os.path.join(REPO, "configs", "Demo", "HIERA_DEMO.yaml")
@@ -89,6 +89,7 @@ def _interrupt_at(monkeypatch, step_to_break: int, action):
     monkeypatch.setattr(Trainer, "_optimisation_step", patched)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("interruption", ["crash", "sigterm"])
 def test_resume_mid_epoch_reaches_the_uninterrupted_weights(dataset, tmp_path, single_process, monkeypatch,
                                                             interruption):
@@ -172,6 +173,7 @@ def test_nan_loss_stops_with_iteration_and_last_checkpoint(dataset, tmp_path, si
     assert "epoch 2, iteration 1" in message and "checkpoint_epoch_00001.pyth" in message
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_step_like_one_process_on_the_union_batch(dataset, tmp_path):
     from hiera_video.engine.runner import launch
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from hiera_video.data.loader import ResumableSampler, SampleKey, collate_samples
+from hiera_video.data.loader import ResumableSampler, collate_samples
 
 
 def keys(sampler):
@@ -54,4 +54,3 @@ def test_collate_repeats_per_sample_values_per_clip():
     assert batch["index"].tolist() == [0, 0, 5, 5, 5]
     assert batch["view"].tolist() == [0, 1, 0, 1, 2]
     assert batch["bad_files"] == ["x.mp4: broken"]
-    assert isinstance(SampleKey(1, 2).seed, int)
