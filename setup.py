@@ -20,6 +20,7 @@ setup(
         "simplejson>=3.17",
         "av>=10.0",
         "submitit>=1.5",
+        "cloudpickle>=2.0",
         "numpy>=1.23",
         "tensorboard>=2.12",
         "tqdm>=4.64",

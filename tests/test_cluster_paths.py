@@ -1,15 +1,20 @@
 """The branches a GPU cluster takes, taken on the CPU: Slurm step layouts and one GPU per task (environment
 dictionaries, mocked device counts), HOG targets under autocast (CPU bf16), what ranks agree on (two gloo
-processes), per-device CUDA RNG states (mocked) and fp16 scaler state.
+processes), per-device CUDA RNG states (mocked), fp16 scaler state, spawned data-loader workers and stop signals.
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
+import time
 
 import pytest
 import torch
+from torch.utils.data import Dataset
 
 from hiera_video.config import load_config
+from hiera_video.data.loader import ResumableSampler, build_loader, collate_samples, start_method
 from hiera_video.engine import checkpoint as ckpt
 from hiera_video.engine import launch
 from hiera_video.engine.runner import check_layout
@@ -151,3 +156,53 @@ def test_fp16_resumes_a_checkpoint_written_without_a_gradient_scaler():
     assert fp16.get_scale() == 2.0**16
     ckpt.restore_scaler(fp16, torch.amp.GradScaler("cpu", init_scale=8.0).state_dict())
     assert fp16.get_scale() == 8.0
+
+
+# ------------------------------------------------------------------ spawned workers and the stop signals
+class _SlowRange(Dataset):
+    """Like the real datasets, holds a closure: the standard pickler of spawn cannot send it to a worker."""
+
+    def __init__(self) -> None:
+        self.to_value = lambda index: float(index)
+        self.size = 8
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, key) -> dict:
+        time.sleep(0.2)
+        return {"video": torch.full((1, 1), self.to_value(key.index))}
+
+
+@pytest.mark.slow
+def test_spawned_workers_survive_the_stop_signals_slurm_sends_every_process():
+    received = []  # the main process owns the signals: none of those sent to the workers may reach it
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: received.append(signum))
+    try:
+        loader = build_loader(_SlowRange(), ResumableSampler(8, 0, 1, shuffle=False, seed=0), 2, num_workers=1,
+                              pin_memory=False, drop_last=False, mp_context="spawn",
+                              collate_fn=lambda samples: collate_samples(samples))
+        assert len(loader.dataset) == loader.dataset.size == 8  # the dataset as the trainer sees it
+        batches = iter(loader)
+        workers = multiprocessing.active_children()
+        for worker in workers:  # while the workers are still starting
+            os.kill(worker.pid, signal.SIGUSR2)
+        values = [next(batches)["video"].flatten().tolist()]
+        for worker in workers:  # while they decode
+            os.kill(worker.pid, signal.SIGUSR2)
+            os.kill(worker.pid, signal.SIGTERM)
+        values += [batch["video"].flatten().tolist() for batch in batches]
+        assert values == [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0], [6.0, 7.0]]
+        assert all(worker.is_alive() for worker in workers) and not received
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+
+
+def test_workers_start_by_spawn_with_cuda_and_by_fork_otherwise(monkeypatch):
+    assert start_method("auto", 0) is None and start_method("forkserver", 2) == "forkserver"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert start_method("auto", 2) == "spawn"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert start_method("auto", 2) == "fork"
+    with pytest.raises(ValueError, match="DATA_LOADER.MP_CONTEXT='thread'"):
+        start_method("thread", 2)

@@ -164,6 +164,8 @@ _C.DATA_LOADER = CfgNode()
 _C.DATA_LOADER.NUM_WORKERS = 4
 # Pinned host memory (only on CUDA).
 _C.DATA_LOADER.PIN_MEMORY = True
+# How workers start: "auto" (spawn with CUDA, fork otherwise), or "fork", "spawn", "forkserver" to force one.
+_C.DATA_LOADER.MP_CONTEXT = "auto"
 
 # ---------------------------------------------------------------------------------------------------------------
 # Augmentation

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, Dataset
 from hiera_video.config import check_choice, register_choices
 from hiera_video.data.ava import build_ava
 from hiera_video.data.kinetics import build_kinetics
-from hiera_video.data.loader import ResumableSampler, build_loader, collate_samples
+from hiera_video.data.loader import MP_CONTEXTS, ResumableSampler, build_loader, collate_samples
 from hiera_video.data.ssv2 import build_ssv2
 from hiera_video.data.video_io import DECODER_LOG_LEVELS, FILE_BACKENDS
 from hiera_video.utils.distributed import DistContext
@@ -21,6 +21,7 @@ register_choices("TRAIN.DATASET", DATASETS)
 register_choices("TEST.DATASET", DATASETS)
 register_choices("DATA.DECODING_BACKEND", FILE_BACKENDS)
 register_choices("DATA.DECODER_LOG_LEVEL", DECODER_LOG_LEVELS)
+register_choices("DATA_LOADER.MP_CONTEXT", MP_CONTEXTS)
 
 
 def register_dataset(name: str, builder: Callable[[CfgNode, str], Dataset]) -> None:
@@ -57,7 +58,7 @@ def build_train_loader(cfg: CfgNode, ctx: DistContext) -> tuple[DataLoader, Resu
     batch = per_process_batch(cfg.TRAIN.BATCH_SIZE, ctx.world_size, cfg.TRAIN.ACCUM_ITER, "TRAIN.BATCH_SIZE")
     sampler = ResumableSampler(len(dataset), ctx.rank, ctx.world_size, shuffle=True, seed=cfg.RNG_SEED)
     loader = build_loader(dataset, sampler, batch, cfg.DATA_LOADER.NUM_WORKERS, cfg.DATA_LOADER.PIN_MEMORY,
-                          drop_last=True, collate_fn=dataset_collate(dataset))
+                          drop_last=True, collate_fn=dataset_collate(dataset), mp_context=cfg.DATA_LOADER.MP_CONTEXT)
     if len(loader) == 0:
         raise ValueError(f"The training split has {len(dataset)} videos, fewer than one batch per process "
                          f"({batch} x {ctx.world_size} processes): lower TRAIN.BATCH_SIZE")
@@ -70,4 +71,4 @@ def build_eval_loader(cfg: CfgNode, ctx: DistContext, split: str) -> DataLoader:
     batch = max(1, cfg.TEST.BATCH_SIZE // ctx.world_size)
     sampler = ResumableSampler(len(dataset), ctx.rank, ctx.world_size, shuffle=False, seed=cfg.RNG_SEED, pad=False)
     return build_loader(dataset, sampler, batch, cfg.DATA_LOADER.NUM_WORKERS, cfg.DATA_LOADER.PIN_MEMORY,
-                        drop_last=False, collate_fn=dataset_collate(dataset))
+                        drop_last=False, collate_fn=dataset_collate(dataset), mp_context=cfg.DATA_LOADER.MP_CONTEXT)

@@ -11,11 +11,13 @@ import math
 from collections.abc import Iterator
 from typing import Any, Callable, NamedTuple
 
+import cloudpickle
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from hiera_video.utils.seeding import derive_seed
+from hiera_video.utils.stop_signals import ignore_stop_signals, stop_signals_held
 
 
 class SampleKey(NamedTuple):
@@ -103,15 +105,76 @@ def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
+# DATA_LOADER.MP_CONTEXT: how workers start. "auto" spawns them when CUDA is available (a forked CUDA context is
+# unusable) and forks them otherwise; the others force one (tests take the cluster's spawn branch on the CPU).
+MP_CONTEXTS = ("auto", "fork", "spawn", "forkserver")
+
+
+def start_method(mp_context: str, num_workers: int) -> str | None:
+    """The multiprocessing start method of the workers (None without workers)."""
+    if mp_context not in MP_CONTEXTS:
+        raise ValueError(f"DATA_LOADER.MP_CONTEXT={mp_context!r}: choose one of {', '.join(MP_CONTEXTS)}")
+    if num_workers == 0:
+        return None
+    if mp_context == "auto":
+        return "spawn" if torch.cuda.is_available() else "fork"
+    return mp_context
+
+
 def _worker_init(worker_id: int) -> None:
+    # The training process owns the stop signals; a worker ignores them (a spawned one would die of SIGUSR2).
+    ignore_stop_signals()
     # Each worker decodes with one thread: the processes are the parallelism, and oversubscription slows decoding.
     torch.set_num_threads(1)
 
 
+class _Cloudpickled:
+    """`obj` (a dataset, a collate function) as spawned workers receive it: through cloudpickle, since datasets made
+    of closures (clip planners, transforms, a registered builder's) defeat the standard pickler of spawn and
+    forkserver. Everything else is forwarded to `obj`."""
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __getstate__(self) -> bytes:
+        return cloudpickle.dumps(self.obj)
+
+    def __setstate__(self, payload: bytes) -> None:
+        self.obj = cloudpickle.loads(payload)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "obj":  # not set yet: unpickling
+            raise AttributeError(name)
+        return getattr(self.obj, name)
+
+    def __len__(self) -> int:
+        return len(self.obj)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.obj[key]
+
+    def __call__(self, *args: Any) -> Any:
+        return self.obj(*args)
+
+
+class _Loader(DataLoader):
+    """A DataLoader whose workers start with the stop signals held back until `_worker_init` ignores them."""
+
+    def __iter__(self):
+        with stop_signals_held():
+            return super().__iter__()
+
+
 def build_loader(dataset: Dataset, sampler: ResumableSampler, batch_size: int, num_workers: int,
-                 pin_memory: bool, drop_last: bool, collate_fn: Callable = collate_samples) -> DataLoader:
-    """A DataLoader over `dataset` with `sampler`; `batch_size` is per process."""
-    return DataLoader(
+                 pin_memory: bool, drop_last: bool, collate_fn: Callable = collate_samples,
+                 mp_context: str = "auto") -> DataLoader:
+    """A DataLoader over `dataset` with `sampler`; `batch_size` is per process. Workers are persistent (started
+    once, not every epoch) and ignore the stop signals; spawned ones receive the dataset and `collate_fn` through
+    cloudpickle (`loader.dataset` then forwards to the dataset)."""
+    method = start_method(mp_context, num_workers)
+    if method in ("spawn", "forkserver"):
+        dataset, collate_fn = _Cloudpickled(dataset), _Cloudpickled(collate_fn)  # type: ignore[assignment]
+    return _Loader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
@@ -120,10 +183,10 @@ def build_loader(dataset: Dataset, sampler: ResumableSampler, batch_size: int, n
         drop_last=drop_last,
         collate_fn=collate_fn,
         worker_init_fn=_worker_init,
-        persistent_workers=False,
+        persistent_workers=num_workers > 0,
         # A private generator: creating an iterator otherwise draws from the global torch RNG, which would make
         # model randomness (drop path, masking) depend on where an epoch was resumed. Samples are seeded by
         # their SampleKey, not by this generator.
         generator=torch.Generator().manual_seed(0),
-        multiprocessing_context="spawn" if num_workers > 0 and torch.cuda.is_available() else None,
+        multiprocessing_context=method,
     )

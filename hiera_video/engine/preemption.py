@@ -2,8 +2,9 @@
 kills), turned into a clean stop at the next iteration boundary, agreed on by every rank.
 
 Slurm delivers SIGTERM when it preempts or requeues a job and, with `--signal=USR2@S`, SIGUSR2 S seconds before the
-time limit. A signal handler may fire in the middle of an optimiser step, so it only raises a flag; the trainer
-polls the flag between steps, saves a mid-epoch checkpoint and stops.
+time limit, to every process of the step (hiera_video.utils.stop_signals: data-loader workers ignore them). A signal
+handler may fire in the middle of an optimiser step, so it only raises a flag; the trainer polls the flag between
+steps, during evaluations and after the epoch-end save, saves a checkpoint and stops.
 """
 from __future__ import annotations
 
@@ -15,10 +16,9 @@ from typing import Any
 import torch
 
 from hiera_video.utils.distributed import any_rank
+from hiera_video.utils.stop_signals import STOP_SIGNALS
 
 logger = logging.getLogger(__name__)
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
 
 
 class StopRequested(Exception):

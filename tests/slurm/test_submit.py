@@ -1,11 +1,13 @@
-"""tools/submit.py on the local Slurm cluster: a 2-task gloo run, a requeue mid-epoch that resumes to the same
-weights as an uninterrupted run, and the time-limit signal's save-and-requeue path."""
+"""tools/submit.py on the local Slurm cluster: a 2-task gloo run; a requeue mid-epoch, and the time-limit signal
+sent to every process of the job mid-epoch with spawned data-loader workers (as on a GPU cluster), both resuming to
+the weights of an uninterrupted run; a failing task ending the job."""
 from __future__ import annotations
 
 import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ import torch
 from hiera_video.data.demo import write_demo_dataset
 from hiera_video.engine.checkpoint import find_latest_checkpoint, list_checkpoints, load_checkpoint
 from hiera_video.engine.logging import read_json_stats
+from hiera_video.utils.faults import FAULT_ENV
 from tests.slurm.test_local_slurm import ENDED_STATES, job_fields, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,13 +39,13 @@ def tiny_opts(dataset: str, *extra: str) -> list[str]:
             "TENSORBOARD.ENABLE", "False", *extra]
 
 
-def submit(job_dir: Path, opts: list[str], cluster) -> str:
-    """Runs tools/submit.py for 2 CPU tasks; returns the job id it prints."""
+def submit(job_dir: Path, opts: list[str], cluster, env: dict[str, str] | None = None) -> str:
+    """Runs tools/submit.py for 2 CPU tasks (the job gets this environment plus `env`); returns the job id."""
     out = subprocess.run(
         [sys.executable, str(REPO / "tools" / "submit.py"), "--cfg", str(DEMO), "--ngpus", "0", "--tasks-per-node",
          "2", "--cpus-per-task", "1", "--mem", "2", "--partition", cluster.partition, "--timeout", "10",
          "--job-dir", str(job_dir), *opts],
-        capture_output=True, text=True, timeout=120, cwd=REPO)
+        capture_output=True, text=True, timeout=120, cwd=REPO, env={**os.environ, **(env or {})})
     assert out.returncode == 0, out.stderr
     match = re.search(r"Submitted job (\d+)", out.stdout)
     assert match, out.stdout
@@ -71,14 +74,34 @@ def test_two_cpu_tasks_train_and_test_to_completion(dataset, tmp_path, slurm_clu
     assert stats[-1]["split"] == "test_final" and stats[-1]["num_videos"] == 4
 
 
-def test_requeue_mid_epoch_resumes_to_the_uninterrupted_weights(dataset, tmp_path, slurm_cluster, cancel_at_exit):
+def requeue_opts(dataset: str) -> list[str]:
+    """8 epochs of 4 steps with a checkpoint after every step: stops land mid-epoch."""
+    return tiny_opts(dataset, "SOLVER.MAX_EPOCH", "8", "TRAIN.CHECKPOINT_ITER_PERIOD", "1", "TRAIN.EVAL_PERIOD", "0",
+                     "TEST.ENABLE", "False", "AUG.ENABLE", "True")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_weights(dataset, tmp_path_factory) -> dict[str, torch.Tensor]:
+    """The final weights of `requeue_opts` run without interruption by 2 local processes."""
     from hiera_video.config import load_config
     from hiera_video.engine.runner import launch
 
-    opts = tiny_opts(dataset, "SOLVER.MAX_EPOCH", "8", "TRAIN.CHECKPOINT_ITER_PERIOD", "1",
-                     "TRAIN.EVAL_PERIOD", "0", "TEST.ENABLE", "False", "AUG.ENABLE", "True")
+    reference = tmp_path_factory.mktemp("reference")
+    launch(load_config(str(DEMO), requeue_opts(dataset) + ["OUTPUT_DIR", str(reference), "NUM_CPU_PROCS", "2"]))
+    return load_checkpoint(find_latest_checkpoint(str(reference)))["model_state"]
+
+
+def assert_same_weights(expected: dict[str, torch.Tensor], job_dir: Path) -> None:
+    final = load_checkpoint(find_latest_checkpoint(str(job_dir)))["model_state"]
+    assert os.path.basename(find_latest_checkpoint(str(job_dir))) == "checkpoint_epoch_00008.pyth"
+    for key in expected:
+        assert torch.equal(expected[key], final[key]), key
+
+
+def test_requeue_mid_epoch_resumes_to_the_uninterrupted_weights(dataset, tmp_path, slurm_cluster, cancel_at_exit,
+                                                                uninterrupted_weights):
     job_dir = tmp_path / "job"
-    job_id = submit(job_dir, opts, slurm_cluster)
+    job_id = submit(job_dir, requeue_opts(dataset), slurm_cluster)
     cancel_at_exit.append(job_id)
     wait_until(lambda: any("_iter_" in p for p in list_checkpoints(str(job_dir))), 180,
                "a mid-epoch checkpoint")
@@ -89,27 +112,42 @@ def test_requeue_mid_epoch_resumes_to_the_uninterrupted_weights(dataset, tmp_pat
     resumed = re.findall(r"Resumed from \S+checkpoint_epoch_(\d+)_iter_(\d+)\.pyth at epoch (\d+), iteration (\d+)",
                          log)
     assert len(resumed) == 1, log[-3000:]
-
-    reference = tmp_path / "reference"
-    launch(load_config(str(DEMO), opts + ["OUTPUT_DIR", str(reference), "NUM_CPU_PROCS", "2"]))
-    straight = load_checkpoint(find_latest_checkpoint(str(reference)))["model_state"]
-    requeued = load_checkpoint(find_latest_checkpoint(str(job_dir)))["model_state"]
-    for key in straight:
-        assert torch.equal(straight[key], requeued[key]), key
+    assert_same_weights(uninterrupted_weights, job_dir)
 
 
-def test_time_limit_signal_saves_and_requeues(dataset, tmp_path, slurm_cluster, cancel_at_exit):
-    opts = tiny_opts(dataset, "SOLVER.MAX_EPOCH", "6", "TRAIN.EVAL_PERIOD", "0", "TEST.ENABLE", "False")
+def test_time_limit_signal_to_every_process_with_spawned_workers_saves_requeues_and_resumes(
+        dataset, tmp_path, slurm_cluster, cancel_at_exit, uninterrupted_weights):
+    # As on a GPU cluster: 2 workers per task, started by spawn, which die of SIGUSR2 unless they ignore it.
+    opts = requeue_opts(dataset) + ["DATA_LOADER.NUM_WORKERS", "2", "DATA_LOADER.MP_CONTEXT", "spawn"]
     job_dir = tmp_path / "job"
     job_id = submit(job_dir, opts, slurm_cluster)
     cancel_at_exit.append(job_id)
-    wait_until(lambda: (job_dir / "json_stats.log").exists(), 180, "training to start")
-    # What Slurm sends `--signal` seconds before the time limit.
-    subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=30)
-    fields = wait_for_end(job_id, 300)
-    assert fields["JobState"] == "COMPLETED" and int(fields["Restarts"]) == 1, slurm_logs(job_dir)
+    wait_until(lambda: any("_iter_" in p for p in list_checkpoints(str(job_dir))), 240, "a mid-epoch checkpoint")
+    # What Slurm sends `--signal` seconds before the time limit, here to every process of the job (--full).
+    subprocess.run(["scancel", "--signal=USR2", "--full", job_id], check=True, timeout=30)
+    fields = wait_for_end(job_id, 420)
+    logs = slurm_logs(job_dir)
+    assert fields["JobState"] == "COMPLETED" and int(fields["Restarts"]) == 1, logs[-5000:]
+    assert "DataLoader worker" not in logs
     log = (job_dir / "stdout.log").read_text()
     assert "Received SIGUSR2" in log
     assert re.search(rf"Requeued job {job_id} \(requeue 1 of at most 20\)", log), log[-3000:]
-    assert re.search(r"Resumed from \S+checkpoint_epoch_\d+(_iter_\d+)?\.pyth at epoch \d+, iteration \d+", log)
-    assert os.path.basename(find_latest_checkpoint(str(job_dir))) == "checkpoint_epoch_00006.pyth"
+    assert re.search(r"Resumed from \S+checkpoint_epoch_\d+_iter_\d+\.pyth at epoch \d+, iteration \d+", log)
+    assert_same_weights(uninterrupted_weights, job_dir)
+
+
+def test_a_failing_task_ends_the_job_within_a_minute(dataset, tmp_path, slurm_cluster, cancel_at_exit):
+    # Rank 1 fails as training starts; rank 0 blocks as in an NCCL collective: srun --kill-on-bad-exit ends it.
+    opts = tiny_opts(dataset, "DIST_TIMEOUT_MINUTES", "5", "TEST.ENABLE", "False")
+    job_dir = tmp_path / "job"
+    job_id = submit(job_dir, opts, slurm_cluster, env={FAULT_ENV: "raise:1"})
+    cancel_at_exit.append(job_id)
+    fields = wait_for_end(job_id, 240)
+    ended = time.time()
+    logs = slurm_logs(job_dir)
+    failed_at = re.search(r"Fault injected on rank 1 \(\S+\) at unix time ([\d.]+)", logs)
+    assert fields["JobState"] == "FAILED" and failed_at, logs[-5000:]
+    assert ended - float(failed_at.group(1)) < 60
+    assert "waited" not in logs  # rank 0 was ended, not released by its collective timeout
+    script = next((job_dir / "submitit").rglob("*_submission.sh")).read_text()
+    assert "--kill-on-bad-exit=1" in script
