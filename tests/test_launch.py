@@ -55,11 +55,22 @@ def test_indivisible_batch_names_the_fix(opts, tmp_path):
     assert "TRAIN.BATCH_SIZE=4 is not divisible by 3 processes" in out.stderr
 
 
-def test_the_demo_quick_start_reaches_90_percent(tmp_path):
-    """The README's main command, as a user runs it (only the output and data folders moved into tmp)."""
+@pytest.mark.parametrize("rng_seed, demo_seed", [(0, 0), (1, 1), (2, 2)])
+def test_the_demo_quick_start_reaches_90_percent(tmp_path, rng_seed, demo_seed):
+    """The README's main command, as a user runs it (output and data folders moved into tmp), for training seeds
+    and demo renderings other than the defaults too: the demo must not be a coin flip."""
     data = str(tmp_path / "motion")
-    out = run_net("OUTPUT_DIR", str(tmp_path / "out"), "DATA.PATH_TO_DATA_DIR", data, "DATA.PATH_PREFIX", data)
+    out = run_net("OUTPUT_DIR", str(tmp_path / "out"), "DATA.PATH_TO_DATA_DIR", data, "DATA.PATH_PREFIX", data,
+                  "RNG_SEED", str(rng_seed), "DATA.DEMO_SEED", str(demo_seed))
     assert out.returncode == 0, out.stderr[-3000:]
     final = read_json_stats(str(tmp_path / "out" / "json_stats.log"))[-1]
     assert final["split"] == "test_final" and final["num_videos"] == 40
     assert final["top1_acc"] >= 90.0, final
+
+
+def test_a_demo_folder_of_another_seed_is_refused(tmp_path):
+    data = str(tmp_path / "motion")
+    write_demo_dataset(data, seed=1)
+    out = run_net("OUTPUT_DIR", str(tmp_path / "out"), "DATA.PATH_TO_DATA_DIR", data, "DATA.PATH_PREFIX", data)
+    assert out.returncode != 0
+    assert f"{data} holds a demo dataset made with other parameters" in out.stderr
