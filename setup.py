@@ -26,6 +26,18 @@ setup(
         "tqdm>=4.64",
         "matplotlib>=3.6",
     ],
+    entry_points={
+        "console_scripts": [  # the same tools as `python tools/<name>.py` in a clone
+            "hiera-run = hiera_video.cli.run_net:main",
+            "hiera-submit = hiera_video.cli.submit:main",
+            "hiera-ava-eval = hiera_video.cli.ava_eval:main",
+            "hiera-model-info = hiera_video.cli.model_info:main",
+            "hiera-plot-logs = hiera_video.cli.plot_logs:main",
+            "hiera-visualize-ava = hiera_video.cli.visualize_ava:main",
+            "hiera-visualize-mae = hiera_video.cli.visualize_mae:main",
+            "hiera-prepare-data = hiera_video.data.preparation.cli:main",
+        ],
+    },
     extras_require={
         "test": ["pytest>=7.4", "scikit-video>=1.1.11", "hiera-transformer==0.1.4"],
         "benchmark": ["hiera-transformer==0.1.4", "py-spy>=0.3"],

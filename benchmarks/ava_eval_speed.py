@@ -16,9 +16,7 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from make_ava_synthetic import make_ava_synthetic  # noqa: E402
+from make_ava_synthetic import make_ava_synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLI = os.path.join(REPO, "tools", "ava_eval.py")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import warnings
 from typing import Callable
@@ -29,16 +28,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from common import format_table, interleaved_times, load_note, median  # noqa: E402
-from hiera_video.config import get_cfg  # noqa: E402
-from hiera_video.data.clip_dataset import ClipDataset  # noqa: E402
-from hiera_video.data.demo import render_moving_texture  # noqa: E402
-from hiera_video.data.kinetics import build_kinetics  # noqa: E402
-from hiera_video.data.loader import SampleKey  # noqa: E402
-from hiera_video.data.video_io import open_video, write_video  # noqa: E402
+from common import format_table, interleaved_times, load_note, median
+from hiera_video.config import get_cfg
+from hiera_video.data.clip_dataset import ClipDataset
+from hiera_video.data.demo import render_moving_texture
+from hiera_video.data.kinetics import build_kinetics
+from hiera_video.data.loader import SampleKey
+from hiera_video.data.video_io import open_video, write_video
 
 NUM_FRAMES, SAMPLING_RATE, FPS = 16, 4, 30
 JITTER, CROP = (256, 320), 224

@@ -14,8 +14,6 @@ and ours MAE >= 1.2x faster than the official MAE.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import warnings
 from typing import Callable
 
@@ -23,12 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from common import PeakMemory, format_mb, format_table, interleaved_times, load_note, median  # noqa: E402
-from hiera_video.models import create_model  # noqa: E402
-from hiera_video.models.complexity import count_gmacs  # noqa: E402
+from common import PeakMemory, format_mb, format_table, interleaved_times, load_note, median
+from hiera_video.models import create_model
+from hiera_video.models.complexity import count_gmacs
 
 MASK_RATIO = 0.9
 TARGET_MAE_OVER_FULL = 0.75

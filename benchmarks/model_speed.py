@@ -13,8 +13,6 @@ our hiera_base_16x224 forward. On a machine shared with other jobs use --threads
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -24,10 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from common import (  # noqa: E402
+from common import (
     PeakMemory,
     format_mb,
     format_table,
@@ -36,8 +31,8 @@ from common import (  # noqa: E402
     matmul_step,
     median,
 )
-from hiera_video.models import create_model  # noqa: E402
-from hiera_video.models.complexity import count_gmacs  # noqa: E402
+from hiera_video.models import create_model
+from hiera_video.models.complexity import count_gmacs
 
 VIDEO_STEM = dict(q_stride=(1, 2, 2), patch_kernel=(3, 7, 7), patch_stride=(2, 4, 4), patch_padding=(1, 3, 3))
 # A small video Hiera with the released structure (4 stages, windowed then global attention, 3 q-pools).

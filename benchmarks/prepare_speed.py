@@ -27,14 +27,11 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from common import format_table, interleaved_times, load_note, median  # noqa: E402
-from data_speed import render_scene  # noqa: E402
-from hiera_video.data.preparation import resize  # noqa: E402
-from hiera_video.data.preparation.common import DONE  # noqa: E402
-from hiera_video.data.video_io import open_video, write_video  # noqa: E402
+from common import format_table, interleaved_times, load_note, median
+from data_speed import render_scene
+from hiera_video.data.preparation import resize
+from hiera_video.data.preparation.common import DONE
+from hiera_video.data.video_io import open_video, write_video
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, "tools", "prepare_data.py")

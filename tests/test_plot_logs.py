@@ -1,19 +1,17 @@
-"""tools/plot_logs.py: one distinct legend label per run, validation accuracy and mAP panels, the command line."""
+"""hiera_video.cli.plot_logs (tools/plot_logs.py): one distinct legend label per run, validation accuracy and mAP
+panels, the command line."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 
 import pytest
 
+from hiera_video.cli import plot_logs
 from hiera_video.engine.logging import log_json_stats
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_spec = importlib.util.spec_from_file_location("plot_logs", os.path.join(REPO, "tools", "plot_logs.py"))
-plot_logs = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(plot_logs)
 
 
 def write_run(folder, val: dict) -> str:

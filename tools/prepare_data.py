@@ -7,12 +7,9 @@ The jobs live in hiera_video/data/preparation/ (see cli.py for the command line)
 """
 from __future__ import annotations
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from hiera_video.data.preparation.cli import main  # noqa: E402
+from hiera_video.data.preparation.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,111 +1,14 @@
 #!/usr/bin/env python
-"""Submit a config to Slurm through submitit: one task per GPU (or K CPU tasks), requeued on time limits and
-preemption, resuming where it stopped.
+"""Submit a config to Slurm through submitit.
 
-    python tools/submit.py --cfg configs/Kinetics/HIERA_L_MAE.yaml --nodes 8 --ngpus 8 --partition learn \\
-        --timeout 4320 [KEY VALUE ...]
-
-OUTPUT_DIR defaults to the job directory (--job-dir, default ./slurm_jobs/<name>), so resubmitting the same command
-continues the same run. Submitit's logs go to <job dir>/submitit/<job id>_<task>_log.{out,err}.
+`python tools/submit.py --help` lists the options; the installed command `hiera-submit` is the same tool.
+Code: hiera_video/cli/submit.py.
 """
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import submitit  # noqa: E402
-
-from hiera_video.config import ConfigError, load_config  # noqa: E402
-from hiera_video.data.build import per_process_batch  # noqa: E402
-from hiera_video.engine.slurm import SlurmJob  # noqa: E402
-
-# Seconds between Slurm's time-limit warning (SIGUSR2) and the limit: time to finish a step and save.
-SIGNAL_DELAY_S = 120
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cfg", required=True, help="config YAML file")
-    parser.add_argument("--nodes", type=int, default=1)
-    parser.add_argument("--ngpus", type=int, default=None, help="GPUs per node, one task each (default: NUM_GPUS)")
-    parser.add_argument("--tasks-per-node", type=int, default=None,
-                        help="CPU tasks per node when --ngpus is 0 (default: NUM_CPU_PROCS)")
-    parser.add_argument("--cpus-per-task", type=int, default=10)
-    parser.add_argument("--mem", type=int, default=None, help="memory per node in GB (default: Slurm's)")
-    parser.add_argument("--partition", default=None)
-    parser.add_argument("--account", default=None)
-    parser.add_argument("--qos", default=None)
-    parser.add_argument("--constraint", default=None)
-    parser.add_argument("--comment", default=None)
-    parser.add_argument("--exclude", default=None, help="nodes to avoid, Slurm syntax")
-    parser.add_argument("--timeout", type=int, default=4320, help="time limit per run in minutes")
-    parser.add_argument("--max-requeues", type=int, default=20, help="requeues after time limits before giving up")
-    parser.add_argument("--job-dir", default=None, help="job folder (default ./slurm_jobs/<name>)")
-    parser.add_argument("--name", default=None, help="job name (default: the config file's name)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    return parser.parse_args(argv)
-
-
-def job_layout(args: argparse.Namespace, cfg) -> tuple[int, int]:
-    """(GPUs per node, tasks per node) after checking the config can run that way; errors say what to change."""
-    ngpus = cfg.NUM_GPUS if args.ngpus is None else args.ngpus
-    if ngpus < 0 or args.nodes < 1:
-        raise ConfigError("--ngpus must be >= 0 and --nodes >= 1")
-    if ngpus == 0 and cfg.NUM_GPUS > 0 and args.ngpus is not None:
-        raise ConfigError(f"The config asks for NUM_GPUS={cfg.NUM_GPUS} but --ngpus is 0: pass --ngpus "
-                          f"{cfg.NUM_GPUS}, or add NUM_GPUS 0 to run on CPUs")
-    tasks = ngpus if ngpus > 0 else (args.tasks_per_node or cfg.NUM_CPU_PROCS)
-    world = args.nodes * tasks
-    if cfg.TRAIN.ENABLE:
-        per_process_batch(cfg.TRAIN.BATCH_SIZE, world, cfg.TRAIN.ACCUM_ITER, "TRAIN.BATCH_SIZE")
-    return ngpus, tasks
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    name = args.name or os.path.splitext(os.path.basename(args.cfg))[0]
-    job_dir = os.path.abspath(args.job_dir or os.path.join("slurm_jobs", name))
-    opts = list(args.opts)
-    if "OUTPUT_DIR" not in opts[0::2]:
-        opts += ["OUTPUT_DIR", job_dir]
-    cfg = load_config(args.cfg, opts)
-    try:
-        ngpus, tasks = job_layout(args, cfg)
-    except (ConfigError, ValueError) as exc:
-        raise SystemExit(f"Not submitted: {exc}") from None
-    cfg.defrost()
-    cfg.NUM_GPUS, cfg.NUM_SHARDS = ngpus, args.nodes
-    cfg.freeze()
-
-    executor = submitit.AutoExecutor(folder=os.path.join(job_dir, "submitit", "%j"),
-                                     slurm_max_num_timeout=args.max_requeues)
-    extra = {key: value for key, value in (("account", args.account), ("qos", args.qos),
-                                           ("constraint", args.constraint), ("comment", args.comment),
-                                           ("exclude", args.exclude)) if value}
-    executor.update_parameters(
-        name=name,
-        nodes=args.nodes,
-        tasks_per_node=tasks,
-        **({"gpus_per_node": ngpus} if ngpus else {}),
-        **({"mem_gb": args.mem} if args.mem else {}),
-        cpus_per_task=args.cpus_per_task,
-        timeout_min=args.timeout,
-        slurm_partition=args.partition,
-        slurm_signal_delay_s=SIGNAL_DELAY_S,
-        # A task that fails ends the step: the others would otherwise wait for it in a collective until
-        # DIST_TIMEOUT_MINUTES (NCCL does not notice a dead peer).
-        slurm_srun_args=["--kill-on-bad-exit=1"],
-        slurm_additional_parameters={"requeue": True},
-        **{f"slurm_{key}": value for key, value in extra.items()},
-    )
-    job = executor.submit(SlurmJob(cfg.dump(), args.max_requeues, use_cuda=ngpus > 0))
-    print(f"Submitted job {job.job_id}: {args.nodes} node(s) x {tasks} task(s), {ngpus} GPU(s) per node")
-    print(f"Checkpoints and json_stats.log: {cfg.OUTPUT_DIR}")
-    print(f"Slurm logs: {os.path.join(job_dir, 'submitit', str(job.job_id))}")
-
+from hiera_video.cli.submit import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,7 +1,11 @@
-"""Command-line tools: MAE visualisation, log plots, and submit.py's checks before anything reaches Slurm."""
+"""hiera_video.cli: the documented commands start from a clone and as installed commands; MAE visualisation, log
+plots, model info, and submit.py's checks before anything reaches Slurm."""
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -17,10 +21,47 @@ from hiera_video.models.build import build_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAE_DEMO = os.path.join(REPO, "configs", "Demo", "HIERA_DEMO_MAE.yaml")
+with open(os.path.join(REPO, "README.md")) as _readme:
+    DOCUMENTED_SCRIPTS = sorted(set(re.findall(r"python ((?:tools|benchmarks)/\w+\.py)", _readme.read())))
+CONSOLE_SCRIPTS = {"hiera-run": "run_net", "hiera-submit": "submit", "hiera-ava-eval": "ava_eval",
+                   "hiera-model-info": "model_info", "hiera-plot-logs": "plot_logs",
+                   "hiera-visualize-ava": "visualize_ava", "hiera-visualize-mae": "visualize_mae"}
 
 
 def run_tool(*args, cwd=REPO):
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+def test_the_readme_names_scripts_that_exist():
+    assert "tools/run_net.py" in DOCUMENTED_SCRIPTS
+    assert [path for path in DOCUMENTED_SCRIPTS if not os.path.isfile(os.path.join(REPO, path))] == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", DOCUMENTED_SCRIPTS)
+def test_every_documented_script_starts_from_any_folder(script, tmp_path):
+    """Run as the README shows, from another folder: the installed package is found without a sys.path edit."""
+    out = run_tool(os.path.join(REPO, script), "--help", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("usage:")
+
+
+def test_console_scripts_point_at_the_tools_main_functions():
+    entry_points = {ep.name: ep for ep in importlib.metadata.entry_points(group="console_scripts")
+                    if ep.value.startswith("hiera_video.")}
+    for name, module in CONSOLE_SCRIPTS.items():
+        assert entry_points[name].value == f"hiera_video.cli.{module}:main"
+        assert entry_points[name].load() is importlib.import_module(f"hiera_video.cli.{module}").main
+    assert entry_points["hiera-prepare-data"].value == "hiera_video.data.preparation.cli:main"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(CONSOLE_SCRIPTS))
+def test_console_scripts_start(name, tmp_path):
+    command = shutil.which(name)
+    assert command, f"{name} is not on PATH: pip install -e . installs it"
+    out = subprocess.run([command, "--help"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.startswith("usage:"), out.stderr
 
 
 @pytest.fixture(scope="module")
