@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cloudpickle
 import pytest
@@ -28,32 +28,14 @@ import torch
 
 from hiera_video.engine import launch
 from hiera_video.utils import distributed as du
+from tests.slurm.jobs import ENDED_STATES, job_fields, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
-ENDED_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
-                "DEADLINE", "PREEMPTED"}
-
 # The job callables below live in this test module, which the job's Python cannot import: pickle them by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def job_fields(job_id: str) -> dict[str, str]:
-    """`scontrol show job` as a dict (we run no accounting storage, so sacct has nothing to say)."""
-    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=30)
-    return dict(token.split("=", 1) for token in out.stdout.split() if "=" in token)
-
-
-def wait_until(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    """Polls `condition` until it returns something truthy; fails the test after timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.5)
-    return value
-
-
 def wait_for_results(job: submitit.Job, timeout_s: float) -> list[Any]:
     """job.results(), bounded. submitit's own wait has no timeout and, without sacct, never notices a job that
     ended without writing its results, so we also watch the job's state."""

@@ -17,7 +17,7 @@ from hiera_video.data.demo import write_demo_dataset
 from hiera_video.engine.checkpoint import find_latest_checkpoint, list_checkpoints, load_checkpoint
 from hiera_video.engine.logging import read_json_stats
 from hiera_video.utils.faults import FAULT_ENV
-from tests.slurm.test_local_slurm import ENDED_STATES, job_fields, wait_until
+from tests.slurm.jobs import ENDED_STATES, job_fields, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "configs" / "Demo" / "HIERA_DEMO.yaml"
@@ -132,7 +132,8 @@ def test_time_limit_signal_to_every_process_with_spawned_workers_saves_requeues_
     log = (job_dir / "stdout.log").read_text()
     assert "Received SIGUSR2" in log
     assert re.search(rf"Requeued job {job_id} \(requeue 1 of at most 20\)", log), log[-3000:]
-    assert re.search(r"Resumed from \S+checkpoint_epoch_\d+_iter_\d+\.pyth at epoch \d+, iteration \d+", log)
+    # The signal lands mid-epoch or, with a fast epoch, during the epoch-end evaluation/save: both resume exactly.
+    assert re.search(r"Resumed from \S+checkpoint_epoch_\d+(_iter_\d+)?\.pyth at epoch \d+", log), log[-3000:]
     assert_same_weights(uninterrupted_weights, job_dir)
 
 
