@@ -24,7 +24,14 @@ from hiera_video.data.demo import write_demo_dataset
 from hiera_video.engine.checkpoint import find_latest_checkpoint, load_checkpoint
 from hiera_video.engine.runner import load_test_weights, run
 from hiera_video.models import create_model, hiera_base_16x224, list_models, load_state_file, resolve_weights
-from hiera_video.models.pretrained import BASE_URL_ENV, OFFICIAL_WEIGHTS, default_checkpoint, weights_url
+from hiera_video.models.pretrained import (
+    BASE_URL_ENV,
+    OFFICIAL_WEIGHTS,
+    default_checkpoint,
+    official_weights,
+    parse_weights_name,
+    weights_url,
+)
 from hiera_video.tasks import build_task
 from hiera_video.utils.distributed import DistContext
 from hiera_video.utils.download import DownloadError
@@ -78,6 +85,19 @@ def test_table_is_the_official_release():
         official = getattr(hiera, model)
         assert default_checkpoint(model) == official.default, model
         assert {name: weights_url(model, name) for name in checkpoints} == official.checkpoints, model
+
+
+def test_shipped_configs_name_official_weights_of_their_model():
+    named = 0
+    for path in glob.glob(os.path.join(REPO, "configs", "*", "[!_]*.yaml")):
+        cfg = load_config(path)
+        for spec in (cfg.TRAIN.CHECKPOINT_FILE_PATH, cfg.TEST.CHECKPOINT_FILE_PATH):
+            name = parse_weights_name(spec)
+            if name:
+                official_weights(*name)  # a known model and checkpoint
+                assert name[0].removeprefix("mae_") == cfg.MODEL.ARCH.removeprefix("mae_"), path
+                named += 1
+    assert named == 10  # Kinetics-400 (B, B+, L, H) and SSv2 (B, B+, L) from MAE, AVA (B, L, H) from fine-tuned
 
 
 def test_a_name_downloads_once_into_the_hub_cache_then_reads_the_cache(cache, server, capfd):
@@ -135,7 +155,7 @@ def test_offline_error_says_what_to_download_and_where_a_local_path_still_works(
         resolve_weights(NAME)
     message = str(error.value)
     assert "Connection refused" in message
-    assert f"download {weights_url('hiera_base_16x224', 'mae_k400_ft_k400')}" in message
+    assert "download https://dl.fbaipublicfiles.com/hiera/hiera_base_16x224.pth on a machine with internet" in message
     assert f"copy the file to {os.path.join(cache, FILE)}" in message
     assert "a local path always works" in message and BASE_URL_ENV in message
     assert cache_listing(cache) == []

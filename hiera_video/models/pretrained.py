@@ -120,7 +120,7 @@ def download_weights(model: str, checkpoint: str, progress: bool = True) -> str:
     except DownloadError as err:
         raise DownloadError(
             f"{err}\nTo use {model}:{checkpoint} on a machine without internet access:\n"
-            f"  1. download {url} on a machine with internet access,\n"
+            f"  1. download {DEFAULT_BASE_URL}{entry.file_name} on a machine with internet access,\n"
             f"  2. copy the file to {path}\n"
             f"     (the torch hub cache; $TORCH_HOME moves it),\n"
             f"or give the downloaded file's path instead of the name (a local path always works). "
