@@ -86,7 +86,8 @@ _C.TRAIN.CHECKPOINT_ITER_PERIOD = 0
 _C.TRAIN.KEEP_ITER_CHECKPOINTS = 2
 # Resume from the newest checkpoint in OUTPUT_DIR/checkpoints when there is one.
 _C.TRAIN.AUTO_RESUME = True
-# Weights to start from when not resuming: an official Hiera file, an MAE checkpoint, or one of ours.
+# Weights to start from when not resuming: an official Hiera file, an MAE checkpoint, or one of ours; a path or an
+# official name MODEL:CHECKPOINT such as mae_hiera_base_16x224:mae_k400 (downloaded once into the torch hub cache).
 _C.TRAIN.CHECKPOINT_FILE_PATH = ""
 # Start at epoch 0 with a fresh optimizer after loading CHECKPOINT_FILE_PATH (fine-tuning).
 _C.TRAIN.CHECKPOINT_EPOCH_RESET = True
@@ -106,7 +107,8 @@ _C.TEST.DATASET = "kinetics"
 # Global number of VIDEOS per validation / test batch; in testing each brings all its views
 # (NUM_ENSEMBLE_VIEWS x NUM_SPATIAL_CROPS clips), decoded once.
 _C.TEST.BATCH_SIZE = 8
-# Weights to test; empty: the newest checkpoint in OUTPUT_DIR, else TRAIN.CHECKPOINT_FILE_PATH.
+# Weights to test (a path or an official name such as hiera_base_16x224:mae_k400_ft_k400); empty: the newest
+# checkpoint in OUTPUT_DIR, else TRAIN.CHECKPOINT_FILE_PATH.
 _C.TEST.CHECKPOINT_FILE_PATH = ""
 # Temporal views per video.
 _C.TEST.NUM_ENSEMBLE_VIEWS = 10
