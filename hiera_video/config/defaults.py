@@ -40,6 +40,9 @@ _C.MODEL.ARCH = "hiera_base_16x224"
 _C.MODEL.NUM_CLASSES = 400
 # Dropout before the classification head.
 _C.MODEL.DROPOUT_RATE = 0.0
+# Linear probe: train only the head (a BatchNorm without affine parameters, then the linear layer, as MAE's linear
+# probing); the backbone keeps the weights of TRAIN.CHECKPOINT_FILE_PATH (or its random init) and stays in eval mode.
+_C.MODEL.FREEZE_BACKBONE = False
 
 # Overrides of the constructor's hyper-parameters; an empty list / -1 keeps the constructor's value.
 _C.HIERA = CfgNode()
@@ -133,6 +136,13 @@ _C.DATA.PATH_LABEL_SEPARATOR = " "
 _C.DATA.DEMO_DATASET = False
 # Seed of the demo videos' rendering (textures, colours, speeds); a folder written with another seed is refused.
 _C.DATA.DEMO_SEED = 0
+# Weight (< 0.5) of a second demo texture moving along a random one of the eight directions, blended over the one
+# whose direction is the class (0 = none). The demo has MODEL.NUM_CLASSES directions (2-8; 5-8 add diagonals).
+_C.DATA.DEMO_DISTRACTOR = 0.0
+# Train on this fraction of the training list: a class-balanced subset (at least one video per class) drawn with
+# RNG_SEED, for low-label fine-tuning (Kinetics-format lists and SSv2). MAE pretraining usually keeps 1.0: it
+# needs no labels.
+_C.DATA.TRAIN_FRACTION = 1.0
 # Frames per clip and the stride between them (at TARGET_FPS).
 _C.DATA.NUM_FRAMES = 16
 _C.DATA.SAMPLING_RATE = 4
