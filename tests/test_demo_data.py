@@ -166,6 +166,7 @@ def test_a_concurrent_writer_of_the_same_dataset_wins_quietly(tmp_path, monkeypa
 
 
 def test_bad_parameters_are_rejected(tmp_path):
-    for bad in [dict(num_classes=9), dict(distractor=0.5), dict(num_classes=1), dict(size=33), dict(num_frames=1), dict(test_per_class=0)]:
+    for bad in [dict(num_classes=9), dict(distractor=0.5), dict(num_classes=1), dict(size=33), dict(num_frames=1),
+                dict(test_per_class=0)]:
         with pytest.raises(ValueError):
             write_demo_dataset(str(tmp_path / "x"), **{**SMALL, **bad})
