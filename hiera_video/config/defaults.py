@@ -151,8 +151,13 @@ _C.DATA.TRAIN_CROP_SIZE = 224
 _C.DATA.TEST_CROP_SIZE = 224
 # Random horizontal flip in training.
 _C.DATA.RANDOM_FLIP = True
-# Decoder: "decord" (falls back to PyAV for files decord cannot open) or "pyav".
-_C.DATA.DECODING_BACKEND = "decord"
+# Decoder of video files: "auto" (torchcodec when it imports and finds FFmpeg's shared libraries, else decord, else
+# PyAV; the choice is logged), "torchcodec", "decord" or "pyav". torchcodec and decord fall back to PyAV for files
+# they cannot open.
+_C.DATA.DECODING_BACKEND = "auto"
+# Where torchcodec decodes: "cpu", or "cuda" (NVDEC on the process's GPU, in every data-loader worker; frames are
+# copied to host memory; needs DATA.DECODING_BACKEND torchcodec or auto choosing it; see the README's limits).
+_C.DATA.DECODE_DEVICE = "cpu"
 # Stop with an error when more than this fraction of a split fails to decode.
 _C.DATA.MAX_BAD_FRACTION = 0.05
 # Native decoder messages (FFmpeg's "moov atom not found", decord's "ERROR opening ...") shown: "quiet" (none; a

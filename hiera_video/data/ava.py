@@ -50,7 +50,7 @@ from hiera_video.data.clip_dataset import load_with_replacement
 from hiera_video.data.frame_lists import read_frame_list
 from hiera_video.data.loader import SampleKey
 from hiera_video.data.transforms import eval_geometry, to_normalized_float, train_geometry, video_to_clip
-from hiera_video.data.video_io import VideoDecodeError, open_video
+from hiera_video.data.video_io import VideoDecodeError, open_video, resolve_decoding
 from hiera_video.utils.reports import BadRowReport
 
 logger = logging.getLogger(__name__)
@@ -232,7 +232,7 @@ class AvaVideos:
 
     def __init__(self, files: dict[str, str] | None = None, frame_lists: dict[str, np.ndarray] | None = None,
                  frame_dir: str = "", first_second: float = 900.0, frame_rate: float = 30.0,
-                 backend: str = "decord") -> None:
+                 backend: str = "auto", device: str = "cpu") -> None:
         if (files is None) == (frame_lists is None):
             raise ValueError("AvaVideos needs either video files or frame lists")
         self.files = files
@@ -241,6 +241,7 @@ class AvaVideos:
         self.first_second = first_second
         self.frame_rate = frame_rate
         self.backend = backend
+        self.device = device
 
     @classmethod
     def from_cfg(cls, cfg: CfgNode, split: str) -> AvaVideos:
@@ -249,8 +250,10 @@ class AvaVideos:
         if bool(ava.VIDEO_DIR) == bool(ava.FRAME_DIR):
             raise ValueError("Set exactly one of AVA.VIDEO_DIR (one video file per id) and AVA.FRAME_DIR (frame "
                              f"folders); got VIDEO_DIR={ava.VIDEO_DIR!r}, FRAME_DIR={ava.FRAME_DIR!r}")
-        common = dict(first_second=ava.FIRST_SECOND, frame_rate=ava.FRAME_RATE, backend=cfg.DATA.DECODING_BACKEND)
+        common: dict[str, Any] = dict(first_second=ava.FIRST_SECOND, frame_rate=ava.FRAME_RATE)
         if ava.VIDEO_DIR:
+            backend, device = resolve_decoding(cfg.DATA.DECODING_BACKEND, cfg.DATA.DECODE_DEVICE)
+            common.update(backend=backend, device=device)
             return cls(files=find_video_files(ava.VIDEO_DIR), **common)
         lists = ava.TRAIN_LISTS if split == "train" else ava.TEST_LISTS
         frame_lists = read_frame_lists([os.path.join(ava.FRAME_LIST_DIR, name) for name in lists])
@@ -285,7 +288,7 @@ class AvaVideos:
                 raise VideoDecodeError(self.source(video_id), str(error)) from None
 
         if self.files is not None:
-            with open_video(self.files[video_id], backend=self.backend) as reader:
+            with open_video(self.files[video_id], backend=self.backend, device=self.device) as reader:
                 return reader.get_frames(indices_for(reader.fps, reader.num_frames).tolist())
         names = self.frame_lists[video_id]
         unique, inverse = np.unique(indices_for(self.frame_rate, len(names)), return_inverse=True)

@@ -10,7 +10,7 @@ from iopath.common.file_io import g_pathmgr
 
 from hiera_video.data import sampling, transforms
 from hiera_video.data.clip_dataset import ClipDataset, VideoRecord
-from hiera_video.data.video_io import VideoReader
+from hiera_video.data.video_io import VideoReader, resolve_decoding
 
 
 def read_video_list(csv_path: str, path_prefix: str, separator: str, num_classes: int) -> list[VideoRecord]:
@@ -86,5 +86,6 @@ def build_kinetics(cfg: CfgNode, split: str) -> ClipDataset:
     csv_path = os.path.join(cfg.DATA.PATH_TO_DATA_DIR, f"{split}.csv")
     records = read_video_list(csv_path, cfg.DATA.PATH_PREFIX, cfg.DATA.PATH_LABEL_SEPARATOR, cfg.MODEL.NUM_CLASSES)
     num_clips = cfg.AUG.NUM_SAMPLE if split == "train" else 1
-    return ClipDataset(records, clip_planner(cfg, split, num_clips), clip_transform(cfg, split),
-                       backend=cfg.DATA.DECODING_BACKEND, replace_randomly=split == "train", name=csv_path)
+    backend, device = resolve_decoding(cfg.DATA.DECODING_BACKEND, cfg.DATA.DECODE_DEVICE)
+    return ClipDataset(records, clip_planner(cfg, split, num_clips), clip_transform(cfg, split), backend=backend,
+                       replace_randomly=split == "train", name=csv_path, device=device)

@@ -21,7 +21,7 @@ from typing import Callable
 
 from hiera_video.data.preparation import ava, check, lists, resize
 from hiera_video.data.preparation.common import codec_threads, default_workers, summary
-from hiera_video.data.video_io import BACKENDS
+from hiera_video.data.video_io import BACKEND_CHOICES
 
 
 def _split_names(text: str) -> list[str]:
@@ -146,8 +146,10 @@ def _check_parser(sub) -> None:
     p.add_argument("--path-prefix", default=None, help="folder the listed paths are relative to (default: DIR)")
     p.add_argument("--splits", type=_split_names, default=["train", "val", "test"], help="lists to check")
     p.add_argument("--separator", default=" ", help="path/label separator (DATA.PATH_LABEL_SEPARATOR)")
-    p.add_argument("--backend", choices=[b for b in BACKENDS if b != "frames"], default="decord",
-                   help="reader backend, as DATA.DECODING_BACKEND (default decord, falling back to PyAV)")
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
+                   help="reader backend, as DATA.DECODING_BACKEND (default auto: torchcodec if it finds FFmpeg's "
+                        "libraries, else decord, else PyAV; torchcodec and decord fall back to PyAV for a file they "
+                        "cannot open)")
     p.add_argument("--replace", action="store_true", help="write the cleaned lists as <split>.csv, keeping the "
                                                           "originals as <split>.orig.csv (default: "
                                                           "<split>.clean.csv)")
