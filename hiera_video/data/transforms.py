@@ -90,8 +90,8 @@ def normalized_clip(video: torch.Tensor, mean: Sequence[float], std: Sequence[fl
 
     The layout changes in the same pass that converts to float, and the contiguous float clip is then scaled and
     normalised in place with the operations of v2.ToDtype(scale=True) and v2.Normalize, in their order: the values
-    equal theirs bit for bit (tests/test_transforms.py checks), in about half the time of converting the Video and
-    copying the float result into the clip layout.
+    equal theirs bit for bit (tests/test_transforms.py checks), in about a quarter of the time of converting the
+    Video and copying the float result into the clip layout (benchmarks/RESULTS.md, data loading).
     """
     if video.dtype != torch.uint8:
         raise ValueError(f"normalized_clip expects a uint8 video, got {video.dtype}")
