@@ -197,7 +197,8 @@ def read_box_lists(groundtruth: Sequence[str], detected: Sequence[str], score_th
     in one warning per file with the first file:line locations. Detected boxes scoring below `score_thresh` and
     keyframes whose second is not a multiple of `second_step` are left out (by design, unreported). Boxes within
     BOX_TOLERANCE of [0, 1] are clamped to it; others outside it, or with x2 <= x1 or y2 <= y1, are dropped with
-    one warning per file and problem. Malformed rows, and actions outside 1..MODEL.NUM_CLASSES without a subset,
+    one warning per file and problem. A warning is logged once per process (validation and test read the same
+    detected boxes). Malformed rows, and actions outside 1..MODEL.NUM_CLASSES without a subset,
     raise ValueError naming file and line. Keyframes come sorted by (video, second).
     """
     column = {class_id: j for j, class_id in enumerate(classes.ids)}
@@ -233,7 +234,7 @@ def read_box_lists(groundtruth: Sequence[str], detected: Sequence[str], score_th
                 actions = by_keyframe.setdefault((video_id, second), {}).setdefault(box, set())
                 if action > 0:
                     actions.add(column[action])
-        report.log(logger)
+        report.log(logger, once=True)  # the detected boxes are read for validation and again for the test
     keyframes = []
     for (video_id, second), boxes in sorted(by_keyframe.items()):
         labels = np.zeros((len(boxes), len(classes.ids)), dtype=np.uint8)
