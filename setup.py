@@ -41,6 +41,10 @@ setup(
     },
     extras_require={
         "test": ["pytest>=7.4", "scikit-video>=1.1.11", "hiera-transformer==0.1.4"],
+        # An extra, not a requirement: torchcodec decodes only with FFmpeg's shared libraries, which pip cannot
+        # install, and each release is built for one range of torch versions (0.17: torch 2.14), which this
+        # package's torch>=2.1 does not pin. Without it (or without FFmpeg) DATA.DECODING_BACKEND auto uses decord.
+        "torchcodec": ["torchcodec"],
         "benchmark": ["hiera-transformer==0.1.4", "py-spy>=0.3"],
         # The linters .ci/run and .pre-commit-config.yaml run, pinned so a new release cannot break CI.
         "dev": ["ruff==0.17.6", "mypy==2.4.1", "import-linter==2.17", "pre-commit>=3.5"],

@@ -163,8 +163,13 @@ _C.DATA.TRAIN_CROP_SIZE = 224
 _C.DATA.TEST_CROP_SIZE = 224
 # Random horizontal flip in training.
 _C.DATA.RANDOM_FLIP = True
-# Decoder: "decord" (falls back to PyAV for files decord cannot open) or "pyav".
-_C.DATA.DECODING_BACKEND = "decord"
+# Decoder of video files: "auto" (torchcodec when it imports and finds FFmpeg's shared libraries, else decord, else
+# PyAV; the choice is logged), "torchcodec", "decord" or "pyav". torchcodec and decord fall back to PyAV for files
+# they cannot open.
+_C.DATA.DECODING_BACKEND = "auto"
+# Where torchcodec decodes: "cpu", or "cuda" (NVDEC on the process's GPU, in every data-loader worker; frames are
+# copied to host memory; needs DATA.DECODING_BACKEND torchcodec or auto choosing it; see the README's limits).
+_C.DATA.DECODE_DEVICE = "cpu"
 # Stop with an error when more than this fraction of a split fails to decode.
 _C.DATA.MAX_BAD_FRACTION = 0.05
 # Native decoder messages (FFmpeg's "moov atom not found", decord's "ERROR opening ...") shown: "quiet" (none; a
@@ -264,6 +269,9 @@ _C.AVA.VIDEO_DIR = ""
 # The second at which frame 0 of a video (or frame folder) is shown: 900 for the standard 15-minute cuts (AVA
 # timestamps count from the start of the movie, keyframes 902..1798), 0 for uncut movies.
 _C.AVA.FIRST_SECOND = 900
+# First and last keyframe second (inclusive) of the box lists and the evaluated ground truth: [902, 1798] in AVA
+# v2.x; custom AVA-format datasets set theirs. Rows outside are left out and counted in one warning per file.
+_C.AVA.KEYFRAME_RANGE = [902, 1798]
 # Frame rate of the frame folders (the standard extraction uses 30 fps); video files report their own.
 _C.AVA.FRAME_RATE = 30
 # Folder of the annotation files below (all names are relative to it).
@@ -278,6 +286,10 @@ _C.AVA.TEST_PREDICT_BOX_LISTS = ["person_box_67091280_iou90/ava_detection_val_bo
 _C.AVA.DETECTION_SCORE_THRESH = 0.9
 # Label map of the evaluated classes (60 of the 80 in AVA v2.2).
 _C.AVA.LABEL_MAP_FILE = "ava_action_list_v2.2_for_activitynet_2019.pbtxt"
+# A label map (same pbtxt format) of the classes to train and evaluate, instead of all MODEL.NUM_CLASSES (which must
+# then be its number of classes) and LABEL_MAP_FILE's; empty: all. Rows of other classes are left out and counted,
+# their boxes kept as persons doing none of the subset's actions; detections keep the original class ids.
+_C.AVA.CLASS_SUBSET = ""
 # Keyframes left out of the evaluation (video,second); empty for none.
 _C.AVA.EXCLUSION_FILE = "ava_val_excluded_timestamps_v2.2.csv"
 # Ground truth the detections are scored against.

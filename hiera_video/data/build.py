@@ -11,7 +11,7 @@ from hiera_video.data.ava import build_ava
 from hiera_video.data.kinetics import build_kinetics
 from hiera_video.data.loader import MP_CONTEXTS, ResumableSampler, build_loader, collate_samples
 from hiera_video.data.ssv2 import build_ssv2
-from hiera_video.data.video_io import DECODER_LOG_LEVELS, FILE_BACKENDS
+from hiera_video.data.video_io import BACKEND_CHOICES, DECODE_DEVICES, DECODER_LOG_LEVELS
 from hiera_video.utils.distributed import DistContext
 
 # Dataset name (TRAIN.DATASET / TEST.DATASET) -> builder(cfg, split).
@@ -19,7 +19,8 @@ DATASETS: dict[str, Callable[[CfgNode, str], Dataset]] = {"kinetics": build_kine
                                                              "ava": build_ava}
 register_choices("TRAIN.DATASET", DATASETS)
 register_choices("TEST.DATASET", DATASETS)
-register_choices("DATA.DECODING_BACKEND", FILE_BACKENDS)
+register_choices("DATA.DECODING_BACKEND", BACKEND_CHOICES)
+register_choices("DATA.DECODE_DEVICE", DECODE_DEVICES)
 register_choices("DATA.DECODER_LOG_LEVEL", DECODER_LOG_LEVELS)
 register_choices("DATA_LOADER.MP_CONTEXT", MP_CONTEXTS)
 

@@ -11,7 +11,7 @@ from iopath.common.file_io import g_pathmgr
 from hiera_video.data import sampling, transforms
 from hiera_video.data.clip_dataset import ClipDataset, VideoRecord
 from hiera_video.data.subset import class_balanced_indices, log_subset
-from hiera_video.data.video_io import VideoReader
+from hiera_video.data.video_io import VideoReader, resolve_decoding
 
 
 def read_video_list(csv_path: str, path_prefix: str, separator: str, num_classes: int) -> list[VideoRecord]:
@@ -91,5 +91,6 @@ def build_kinetics(cfg: CfgNode, split: str) -> ClipDataset:
         log_subset(csv_path, len(records), len(kept), cfg.DATA.TRAIN_FRACTION, cfg.RNG_SEED)
         records = [records[i] for i in kept]
     num_clips = cfg.AUG.NUM_SAMPLE if split == "train" else 1
-    return ClipDataset(records, clip_planner(cfg, split, num_clips), clip_transform(cfg, split),
-                       backend=cfg.DATA.DECODING_BACKEND, replace_randomly=split == "train", name=csv_path)
+    backend, device = resolve_decoding(cfg.DATA.DECODING_BACKEND, cfg.DATA.DECODE_DEVICE)
+    return ClipDataset(records, clip_planner(cfg, split, num_clips), clip_transform(cfg, split), backend=backend,
+                       replace_randomly=split == "train", name=csv_path, device=device)

@@ -38,7 +38,7 @@ from hiera_video.data.frame_lists import read_frame_list
 from hiera_video.data.kinetics import clip_transform
 from hiera_video.data.loader import SampleKey
 from hiera_video.data.subset import class_balanced_indices, log_subset
-from hiera_video.data.video_io import VideoDecodeError, VideoReader
+from hiera_video.data.video_io import VideoDecodeError, VideoReader, resolve_decoding
 from hiera_video.utils.reports import check_bad_fraction
 
 logger = logging.getLogger(__name__)
@@ -198,8 +198,8 @@ class SSv2Dataset(ClipDataset):
 
     def __init__(self, records: Sequence[VideoRecord], plan_views: ViewPlanner, transform: ClipTransform, backend: str,
                  replace_randomly: bool, name: str, entry_problems: dict[int, str],
-                 mirror: MirrorLabels | None = None) -> None:
-        super().__init__(records, plan_views, transform, backend, replace_randomly, name)
+                 mirror: MirrorLabels | None = None, device: str = "cpu") -> None:
+        super().__init__(records, plan_views, transform, backend, replace_randomly, name, device)
         self.entry_problems = dict(entry_problems)
         self.mirror = mirror
 
@@ -280,6 +280,6 @@ def build_ssv2(cfg: CfgNode, split: str) -> SSv2Dataset:
     planner = segment_planner(cfg.DATA.NUM_FRAMES, split, cfg.AUG.NUM_SAMPLE if train else 1,
                               cfg.TEST.NUM_ENSEMBLE_VIEWS)
     mirror = mirror_labels(classes) if train and cfg.AUG.SSV2_FLIP_SWAP else None
-    return SSv2Dataset(records, planner, clip_transform(cfg, split, allow_flip=False),
-                       backend=cfg.DATA.DECODING_BACKEND, replace_randomly=train, name=split_file,
-                       entry_problems=problems, mirror=mirror)
+    backend, device = resolve_decoding(cfg.DATA.DECODING_BACKEND, cfg.DATA.DECODE_DEVICE)
+    return SSv2Dataset(records, planner, clip_transform(cfg, split, allow_flip=False), backend=backend,
+                       replace_randomly=train, name=split_file, entry_problems=problems, mirror=mirror, device=device)
