@@ -9,6 +9,8 @@ setup(
     description="Video action recognition and detection with the 3D Hiera transformer: "
     "MAE pretraining, Kinetics/SSv2 fine-tuning, AVA detection, Slurm launching.",
     packages=find_packages(include=["hiera_video", "hiera_video.*"]),
+    # The shipped class-name lists (MODEL.CLASS_NAMES kinetics400 / kinetics600 / kinetics700).
+    package_data={"hiera_video.data": ["class_lists/*.txt"]},
     python_requires=">=3.9",
     install_requires=[
         "torch>=2.1",
