@@ -38,6 +38,7 @@ setup(
             "hiera-visualize-ava = hiera_video.cli.visualize_ava:main",
             "hiera-visualize-mae = hiera_video.cli.visualize_mae:main",
             "hiera-prepare-data = hiera_video.data.preparation.cli:main",
+            "hiera-analyze-predictions = hiera_video.cli.analyze_predictions:main",
         ],
     },
     extras_require={

@@ -125,8 +125,9 @@ def test_ava_names_come_from_the_label_map_by_action_id(tmp_path):
 
 
 @pytest.mark.slow
-def test_an_installed_wheel_ships_the_lists(tmp_path):
-    """Built and installed (not editable) from a copy of the sources: the lists are package data."""
+def test_an_installed_wheel_ships_the_lists_and_the_commands(tmp_path):
+    """Built and installed (not editable) from a copy of the sources: the lists are package data, and the
+    analysis command is declared."""
     source = tmp_path / "source"
     source.mkdir()
     shutil.copy(os.path.join(REPO, "setup.py"), source)
@@ -146,3 +147,5 @@ def test_an_installed_wheel_ships_the_lists(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [str(tmp_path / "site" / "hiera_video" / "data" / "class_names.py"),
                                        "400 600 700"]
+    entry_points = glob.glob(str(tmp_path / "site" / "hiera_video-*.dist-info" / "entry_points.txt"))[0]
+    assert "hiera-analyze-predictions = hiera_video.cli.analyze_predictions:main" in open(entry_points).read()
