@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.matrix_classes < 2:
         parser.error("--matrix-classes must be at least 2")
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.scores)), "analysis")
+    out = args.out or os.path.join(os.path.dirname(args.scores), "analysis")
     try:
         analysis = analyze(load_test_scores(args.scores), out, args.matrix_classes)
     except (OSError, ValueError) as error:
