@@ -20,7 +20,9 @@ from hiera_video.config import load_config
 from hiera_video.data.class_names import shipped_class_names
 from hiera_video.data.demo import write_demo_dataset
 from hiera_video.engine import launch
+from hiera_video.engine.checkpoint import find_latest_checkpoint
 from hiera_video.engine.logging import read_json_stats
+from hiera_video.engine.runner import launch as launch_run
 from hiera_video.engine.runner import run
 from hiera_video.evaluation.per_class import confusion_matrix, most_confused_classes
 from hiera_video.utils.distributed import destroy_process_group
@@ -41,15 +43,21 @@ def tiny_cfg(root, output_dir, *opts):
 
 
 @pytest.fixture(scope="module")
-def tested(tmp_path_factory):
-    """A demo run (4 classes, 16 test videos): its output folder and test results."""
+def demo(tmp_path_factory):
+    """The demo dataset: 4 classes, 16 training and 16 test videos."""
     root = str(tmp_path_factory.mktemp("data") / "motion")
     write_demo_dataset(root, num_classes=4, train_per_class=4, val_per_class=1, test_per_class=4, num_frames=16,
                        size=32)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tested(demo, tmp_path_factory):
+    """A training and test run on the demo videos in one process: its output folder and test results."""
     output = tmp_path_factory.mktemp("run")
     ctx = launch.init_distributed(rank=0, world_size=1, use_cuda=False)
     try:
-        results = run(ctx, tiny_cfg(root, output))
+        results = run(ctx, tiny_cfg(demo, output))
     finally:
         destroy_process_group()
     return output, results
@@ -172,3 +180,19 @@ def test_the_tool_runs_from_any_folder_and_writes_next_to_the_scores(tested, tmp
                                                        "per_class_accuracy.csv", "summary.json",
                                                        "twin_confusions.csv"]
     assert out.stdout.splitlines()[0].startswith("16 videos of 4 classes (of 4): top-1 ")
+
+
+@pytest.mark.slow
+def test_two_processes_write_one_score_file_with_every_video(demo, tested, tmp_path):
+    """Each rank tests half the videos; rank 0 alone writes the files, after gathering, with the same numbers."""
+    output, results = tested
+    launch_run(tiny_cfg(demo, tmp_path, "TRAIN.ENABLE", "False", "TEST.CHECKPOINT_FILE_PATH",
+                        find_latest_checkpoint(str(output)), "NUM_CPU_PROCS", "2"))
+    one, both = load(output), load(tmp_path)
+    for name in ("video_ids", "paths", "labels", "num_views", "class_names"):
+        assert both[name].tolist() == one[name].tolist(), name
+    np.testing.assert_allclose(both["scores"], one["scores"], atol=1e-5)
+    final = read_json_stats(str(tmp_path / "json_stats.log"))[-1]
+    assert final["top1_acc"] == pytest.approx(results["top1_acc"], abs=1e-5)
+    assert final["mean_class_acc"] == pytest.approx(results["mean_class_acc"], abs=1e-5)
+    assert not [name for name in os.listdir(tmp_path) if ".tmp-" in name]
