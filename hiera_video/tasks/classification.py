@@ -116,13 +116,13 @@ class ClassificationTask(Task):
         self._write_scores(aggregator, dataset)
         return results
 
-    def display_names(self) -> list[str]:
+    def _display_names(self) -> list[str]:
         """The class names, or the class indices as text when the config names no classes."""
         return self.class_names or [str(index) for index in range(self.num_classes)]
 
     def _write_predictions(self, aggregator: MultiViewAggregator, dataset) -> None:
         path = os.path.join(self.cfg.OUTPUT_DIR, self.cfg.TEST.SAVE_RESULTS_PATH or "test_predictions.csv")
-        names = self.display_names()
+        names = self._display_names()
         with atomic_open(path, "w") as f:
             writer = csv.writer(f)
             writer.writerow(["video", "label", "label_name", "pred_top5", "pred_names_top5", "score_top5",
@@ -142,7 +142,7 @@ class ClassificationTask(Task):
             video_ids=np.array([record.video_id for record in records], dtype=str),
             paths=np.array([_video_path(record.source) for record in records], dtype=str),
             labels=aggregator.labels[videos].numpy(), scores=scores.numpy(),
-            num_views=aggregator.view_counts[videos].numpy(), class_names=np.array(self.display_names(), dtype=str),
+            num_views=aggregator.view_counts[videos].numpy(), class_names=np.array(self._display_names(), dtype=str),
             dataset=self.cfg.TEST.DATASET, ensemble=aggregator.ensemble))
         logger.info("Wrote the scores of %d videos x %d classes to %s", len(records), self.num_classes, path)
 
