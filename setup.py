@@ -26,6 +26,7 @@ setup(
         "numpy>=1.23",
         "tensorboard>=2.12",
         "tqdm>=4.64",
+        "filelock>=3.0",
         "matplotlib>=3.6",
     ],
     entry_points={

@@ -45,6 +45,9 @@ _C.MODEL.DROPOUT_RATE = 0.0
 # the dataset's own names (DATA.PATH_TO_DATA_DIR/classes.txt for Kinetics-format data, the SSv2 labels json, the AVA
 # label map) when it has them, else the indices. The list must hold MODEL.NUM_CLASSES names.
 _C.MODEL.CLASS_NAMES = ""
+# Linear probe: train only the head (a BatchNorm without affine parameters, then the linear layer, as MAE's linear
+# probing); the backbone keeps the weights of TRAIN.CHECKPOINT_FILE_PATH (or its random init) and stays in eval mode.
+_C.MODEL.FREEZE_BACKBONE = False
 
 # Overrides of the constructor's hyper-parameters; an empty list / -1 keeps the constructor's value.
 _C.HIERA = CfgNode()
@@ -91,7 +94,8 @@ _C.TRAIN.CHECKPOINT_ITER_PERIOD = 0
 _C.TRAIN.KEEP_ITER_CHECKPOINTS = 2
 # Resume from the newest checkpoint in OUTPUT_DIR/checkpoints when there is one.
 _C.TRAIN.AUTO_RESUME = True
-# Weights to start from when not resuming: an official Hiera file, an MAE checkpoint, or one of ours.
+# Weights to start from when not resuming: an official Hiera file, an MAE checkpoint, or one of ours; a path or an
+# official name MODEL:CHECKPOINT such as mae_hiera_base_16x224:mae_k400 (downloaded once into the torch hub cache).
 _C.TRAIN.CHECKPOINT_FILE_PATH = ""
 # Start at epoch 0 with a fresh optimizer after loading CHECKPOINT_FILE_PATH (fine-tuning).
 _C.TRAIN.CHECKPOINT_EPOCH_RESET = True
@@ -111,7 +115,8 @@ _C.TEST.DATASET = "kinetics"
 # Global number of VIDEOS per validation / test batch; in testing each brings all its views
 # (NUM_ENSEMBLE_VIEWS x NUM_SPATIAL_CROPS clips), decoded once.
 _C.TEST.BATCH_SIZE = 8
-# Weights to test; empty: the newest checkpoint in OUTPUT_DIR, else TRAIN.CHECKPOINT_FILE_PATH.
+# Weights to test (a path or an official name such as hiera_base_16x224:mae_k400_ft_k400); empty: the newest
+# checkpoint in OUTPUT_DIR, else TRAIN.CHECKPOINT_FILE_PATH.
 _C.TEST.CHECKPOINT_FILE_PATH = ""
 # Temporal views per video.
 _C.TEST.NUM_ENSEMBLE_VIEWS = 10
@@ -136,6 +141,13 @@ _C.DATA.PATH_LABEL_SEPARATOR = " "
 _C.DATA.DEMO_DATASET = False
 # Seed of the demo videos' rendering (textures, colours, speeds); a folder written with another seed is refused.
 _C.DATA.DEMO_SEED = 0
+# Weight (< 0.5) of a second demo texture moving along a random one of the eight directions, blended over the one
+# whose direction is the class (0 = none). The demo has MODEL.NUM_CLASSES directions (2-8; 5-8 add diagonals).
+_C.DATA.DEMO_DISTRACTOR = 0.0
+# Train on this fraction of the training list: a class-balanced subset (at least one video per class) drawn with
+# RNG_SEED, for low-label fine-tuning (Kinetics-format lists and SSv2). MAE pretraining usually keeps 1.0: it
+# needs no labels.
+_C.DATA.TRAIN_FRACTION = 1.0
 # Frames per clip and the stride between them (at TARGET_FPS).
 _C.DATA.NUM_FRAMES = 16
 _C.DATA.SAMPLING_RATE = 4

@@ -10,6 +10,7 @@ from iopath.common.file_io import g_pathmgr
 
 from hiera_video.data import sampling, transforms
 from hiera_video.data.clip_dataset import ClipDataset, VideoRecord
+from hiera_video.data.subset import class_balanced_indices, log_subset
 from hiera_video.data.video_io import VideoReader
 
 
@@ -85,6 +86,10 @@ def build_kinetics(cfg: CfgNode, split: str) -> ClipDataset:
     """The `split` ("train", "val" or "test") of a Kinetics-format dataset."""
     csv_path = os.path.join(cfg.DATA.PATH_TO_DATA_DIR, f"{split}.csv")
     records = read_video_list(csv_path, cfg.DATA.PATH_PREFIX, cfg.DATA.PATH_LABEL_SEPARATOR, cfg.MODEL.NUM_CLASSES)
+    if split == "train" and cfg.DATA.TRAIN_FRACTION < 1.0:
+        kept = class_balanced_indices([r.label for r in records], cfg.DATA.TRAIN_FRACTION, cfg.RNG_SEED)
+        log_subset(csv_path, len(records), len(kept), cfg.DATA.TRAIN_FRACTION, cfg.RNG_SEED)
+        records = [records[i] for i in kept]
     num_clips = cfg.AUG.NUM_SAMPLE if split == "train" else 1
     return ClipDataset(records, clip_planner(cfg, split, num_clips), clip_transform(cfg, split),
                        backend=cfg.DATA.DECODING_BACKEND, replace_randomly=split == "train", name=csv_path)

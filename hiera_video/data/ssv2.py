@@ -37,6 +37,7 @@ from hiera_video.data.clip_dataset import ClipDataset, ClipTransform, VideoRecor
 from hiera_video.data.frame_lists import read_frame_list
 from hiera_video.data.kinetics import clip_transform
 from hiera_video.data.loader import SampleKey
+from hiera_video.data.subset import class_balanced_indices, log_subset
 from hiera_video.data.video_io import VideoDecodeError, VideoReader
 from hiera_video.utils.reports import check_bad_fraction
 
@@ -273,6 +274,11 @@ def build_ssv2(cfg: CfgNode, split: str) -> SSv2Dataset:
     _report_unusable(problems, records, split_file, cfg.DATA.MAX_BAD_FRACTION)
 
     train = split == "train"
+    if train and cfg.DATA.TRAIN_FRACTION < 1.0:  # from the usable entries only
+        usable_labels = [-1 if i in problems else record.label for i, record in enumerate(records)]
+        kept = class_balanced_indices(usable_labels, cfg.DATA.TRAIN_FRACTION, cfg.RNG_SEED)
+        log_subset(split_file, len(records), len(kept), cfg.DATA.TRAIN_FRACTION, cfg.RNG_SEED)
+        records, problems = [records[i] for i in kept], {}
     if train and cfg.DATA.RANDOM_FLIP:
         logger.warning("DATA.RANDOM_FLIP is ignored for Something-Something v2: a plain flip would swap left and "
                        "right without the label; use AUG.SSV2_FLIP_SWAP to flip and swap mirrored classes")
