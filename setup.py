@@ -9,6 +9,8 @@ setup(
     description="Video action recognition and detection with the 3D Hiera transformer: "
     "MAE pretraining, Kinetics/SSv2 fine-tuning, AVA detection, Slurm launching.",
     packages=find_packages(include=["hiera_video", "hiera_video.*"]),
+    # The shipped class-name lists (MODEL.CLASS_NAMES kinetics400 / kinetics600 / kinetics700).
+    package_data={"hiera_video.data": ["class_lists/*.txt"]},
     python_requires=">=3.9",
     install_requires=[
         "torch>=2.1",
@@ -37,6 +39,7 @@ setup(
             "hiera-visualize-ava = hiera_video.cli.visualize_ava:main",
             "hiera-visualize-mae = hiera_video.cli.visualize_mae:main",
             "hiera-prepare-data = hiera_video.data.preparation.cli:main",
+            "hiera-analyze-predictions = hiera_video.cli.analyze_predictions:main",
         ],
     },
     extras_require={

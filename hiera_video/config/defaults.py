@@ -40,6 +40,11 @@ _C.MODEL.ARCH = "hiera_base_16x224"
 _C.MODEL.NUM_CLASSES = 400
 # Dropout before the classification head.
 _C.MODEL.DROPOUT_RATE = 0.0
+# Class names in label order, shown next to class indices in predictions and analyses: a shipped list (kinetics400,
+# kinetics600, kinetics700) or a file with one name per line (the classes.txt of `tools/prepare_data.py csv`). Empty:
+# the dataset's own names (DATA.PATH_TO_DATA_DIR/classes.txt for Kinetics-format data, the SSv2 labels json, the AVA
+# label map) when it has them, else the indices. The list must hold MODEL.NUM_CLASSES names.
+_C.MODEL.CLASS_NAMES = ""
 # Linear probe: train only the head (a BatchNorm without affine parameters, then the linear layer, as MAE's linear
 # probing); the backbone keeps the weights of TRAIN.CHECKPOINT_FILE_PATH (or its random init) and stays in eval mode.
 _C.MODEL.FREEZE_BACKBONE = False

@@ -9,6 +9,7 @@ False), as for SSv2.
 
 Layout under `root` (Kinetics format, paths relative to root, so set DATA.PATH_PREFIX to root):
     train.csv val.csv test.csv       "<split>/<class>_<nnn>.mp4 <label>" lines
+    classes.txt                      the class names in label order (used when MODEL.CLASS_NAMES is empty)
     train/ val/ test/                the mp4 files (H.264, yuv420p)
     demo_dataset.json                the parameters; written last, marks a complete dataset
 """
@@ -21,6 +22,7 @@ import tempfile
 
 import numpy as np
 
+from hiera_video.data.class_names import CLASSES_FILE
 from hiera_video.data.video_io import write_video
 
 # The first four are the default demo; the diagonals make the harder one (8 classes). (dx, dy) on screen.
@@ -105,6 +107,8 @@ def _write_all(folder: str, params: dict) -> None:
                 lines.append(f"{relative} {label}\n")
         with open(os.path.join(folder, f"{split}.csv"), "w") as f:
             f.writelines(lines)
+    with open(os.path.join(folder, CLASSES_FILE), "w") as f:
+        f.writelines(f"{name}\n" for name in params["class_names"])
     with open(os.path.join(folder, MANIFEST), "w") as f:
         json.dump(params, f, indent=1)
 

@@ -89,6 +89,11 @@ def read_label_map(path: str, num_classes: int) -> dict[str, int]:
     return classes
 
 
+def class_names_by_id(classes: dict[str, int]) -> list[str]:
+    """The class names of a label map (templates without brackets) in class-id order."""
+    return sorted(classes, key=classes.__getitem__)
+
+
 def template_class_name(template: str) -> str:
     """The labels-file key of an entry's template: "Pushing [something] from left to right" -> without brackets."""
     return template.replace("[", "").replace("]", "")
