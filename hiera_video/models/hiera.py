@@ -528,6 +528,7 @@ class Hiera(HieraBackbone):
     def __init__(self, num_classes: int = 1000, head_dropout: float = 0.0, head_init_scale: float = 0.001, **backbone):
         super().__init__(**backbone)
         self.num_classes = num_classes
+        self._backbone_frozen = False  # set by freeze_backbone (linear probing)
         self.norm: nn.Module = nn.LayerNorm(self.out_dim, eps=LAYER_NORM_EPS)
         self.head = Head(self.out_dim, num_classes, dropout_rate=head_dropout)
         self.norm.apply(init_hiera_weights)
@@ -565,7 +566,7 @@ class Hiera(HieraBackbone):
 
     def train(self, mode: bool = True) -> Hiera:
         super().train(mode)
-        if getattr(self, "_backbone_frozen", False):
+        if self._backbone_frozen:
             for name, child in self.named_children():
                 if name not in ("norm", "head"):
                     child.eval()
