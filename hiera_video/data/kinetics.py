@@ -9,7 +9,7 @@ from fvcore.common.config import CfgNode
 from iopath.common.file_io import g_pathmgr
 
 from hiera_video.data import sampling, transforms
-from hiera_video.data.clip_dataset import ClipDataset, VideoRecord
+from hiera_video.data.clip_dataset import ClipDataset, ClipTransform, VideoRecord, ViewPlanner
 from hiera_video.data.video_io import VideoReader
 
 
@@ -81,10 +81,15 @@ def clip_transform(cfg: CfgNode, split: str, allow_flip: bool = True):
         for crop in transforms.spatial_crops(frames, cfg.DATA.TEST_CROP_SIZE, cfg.TEST.NUM_SPATIAL_CROPS)])
 
 
+def kinetics_views(cfg: CfgNode, split: str) -> tuple[ViewPlanner, ClipTransform]:
+    """How the `split` turns one video into its clips: the frame indices of each view and their transform."""
+    num_clips = cfg.AUG.NUM_SAMPLE if split == "train" else 1
+    return clip_planner(cfg, split, num_clips), clip_transform(cfg, split)
+
+
 def build_kinetics(cfg: CfgNode, split: str) -> ClipDataset:
     """The `split` ("train", "val" or "test") of a Kinetics-format dataset."""
     csv_path = os.path.join(cfg.DATA.PATH_TO_DATA_DIR, f"{split}.csv")
     records = read_video_list(csv_path, cfg.DATA.PATH_PREFIX, cfg.DATA.PATH_LABEL_SEPARATOR, cfg.MODEL.NUM_CLASSES)
-    num_clips = cfg.AUG.NUM_SAMPLE if split == "train" else 1
-    return ClipDataset(records, clip_planner(cfg, split, num_clips), clip_transform(cfg, split),
-                       backend=cfg.DATA.DECODING_BACKEND, replace_randomly=split == "train", name=csv_path)
+    return ClipDataset(records, *kinetics_views(cfg, split), backend=cfg.DATA.DECODING_BACKEND,
+                       replace_randomly=split == "train", name=csv_path)

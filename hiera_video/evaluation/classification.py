@@ -145,15 +145,25 @@ class MultiViewAggregator:
             "videos_with_missing_views": int((self.view_counts < expected).sum()),
         }
 
+    def video_scores(self) -> torch.Tensor:
+        """Per-video class scores [num_videos, num_classes]: the mean probability over the video's views for "sum",
+        the maximum for "max"; NaN for a video without views."""
+        if self.ensemble == "sum":
+            scores = self.scores / self.view_counts[:, None].clamp(min=1)
+        else:
+            scores = self.scores.clone()
+        scores[~self._scored()] = float("nan")
+        return scores
+
     def per_video_predictions(self) -> list[dict[str, Any]]:
         """One row per video with views: `video` index, `label` (-1 unknown), `num_views` seen, the `top5`
-        classes and their `scores` (mean probability over views for "sum", the maximum for "max")."""
+        classes and their `scores` (see `video_scores`)."""
         k = min(5, self.num_classes)
+        all_scores = self.video_scores()
         rows = []
         for video in self._scored().nonzero().flatten().tolist():
             views = int(self.view_counts[video])
-            scores = self.scores[video] / views if self.ensemble == "sum" else self.scores[video]
-            top = scores.topk(k)
+            top = all_scores[video].topk(k)
             rows.append({"video": video, "label": int(self.labels[video]), "num_views": views,
                          "top5": top.indices.tolist(), "scores": top.values.tolist()})
         return rows
