@@ -25,6 +25,7 @@ setup(
         "tensorboard>=2.12",
         "tqdm>=4.64",
         "matplotlib>=3.6",
+        "pillow>=10.1",  # the overlay font of tools/predict.py (ImageFont.load_default(size=...))
     ],
     entry_points={
         "console_scripts": [  # the same tools as `python tools/<name>.py` in a clone
@@ -36,6 +37,7 @@ setup(
             "hiera-visualize-ava = hiera_video.cli.visualize_ava:main",
             "hiera-visualize-mae = hiera_video.cli.visualize_mae:main",
             "hiera-prepare-data = hiera_video.data.preparation.cli:main",
+            "hiera-predict = hiera_video.cli.predict:main",
         ],
     },
     extras_require={

@@ -25,7 +25,8 @@ with open(os.path.join(REPO, "README.md")) as _readme:
     DOCUMENTED_SCRIPTS = sorted(set(re.findall(r"python ((?:tools|benchmarks)/\w+\.py)", _readme.read())))
 CONSOLE_SCRIPTS = {"hiera-run": "run_net", "hiera-submit": "submit", "hiera-ava-eval": "ava_eval",
                    "hiera-model-info": "model_info", "hiera-plot-logs": "plot_logs",
-                   "hiera-visualize-ava": "visualize_ava", "hiera-visualize-mae": "visualize_mae"}
+                   "hiera-visualize-ava": "visualize_ava", "hiera-visualize-mae": "visualize_mae",
+                   "hiera-predict": "predict"}
 
 
 def run_tool(*args, cwd=REPO):
