@@ -210,3 +210,42 @@ def test_windows_json_and_an_overlay_of_every_frame(demo, long_video, tmp_path, 
             assert (after[:20, :20] - before[:20, :20]).abs().mean() > 30  # the text box in the top-left corner
             assert (after[40:, 40:] - before[40:, 40:]).abs().mean() < 8  # the rest is the video (re-encoded)
     assert "whole video (mean)" in capsys.readouterr().out
+
+
+PEAK_MEMORY = """
+import resource, sys
+from hiera_video.cli.predict import main
+status = main(sys.argv[1:])
+print("peak_rss_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+sys.exit(status)
+"""
+
+
+def predict_peak_memory(args: list[str], cwd) -> int:
+    """Peak resident memory (bytes) of tools/predict.py with `args`, run in a fresh process with one torch thread."""
+    done = subprocess.run([sys.executable, "-c", PEAK_MEMORY, *args], capture_output=True, text=True, timeout=900,
+                          cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return int(done.stdout.rsplit("peak_rss_kb", 1)[1]) * 1024
+
+
+@pytest.mark.slow
+def test_memory_stays_bounded_on_a_ten_minute_video(demo, tmp_path):
+    fps, scale = 20, 2  # 128x128 frames
+    runs = {}
+    for name, seconds in (("short", 10), ("long", 600)):
+        video = str(tmp_path / f"{name}.mp4")
+        frames = make_long_video(video, demo.videos, seconds=seconds, fps=fps, scale=scale)
+        peak = predict_peak_memory(["--cfg", DEMO_CFG, "--weights", demo.weights, "--input", video, *demo.opts,
+                                    "--window", "4", "--stride", "4", "--overlay", str(tmp_path / f"{name}_ov.mp4"),
+                                    "--json", str(tmp_path / f"{name}.json")], cwd=tmp_path)
+        runs[name] = (frames, peak)
+    (short_frames, short_peak), (long_frames, long_peak) = runs["short"], runs["long"]
+    assert (short_frames, long_frames) == (200, 12000)
+    # Holding the long video's decoded frames would cost more than half the short run's peak: the bound catches it.
+    assert long_frames * 128 * 128 * 3 > 0.5 * short_peak
+    assert long_peak <= 1.5 * short_peak, f"10 min: {long_peak / 1e6:.0f} MB, 10 s: {short_peak / 1e6:.0f} MB"
+    [video] = json.loads((tmp_path / "long.json").read_text())["videos"]
+    assert len(video["windows"]) == 150 and video["windows"][-1]["end"] == pytest.approx(600.0)
+    with av.open(str(tmp_path / "long_ov.mp4")) as container:
+        assert container.streams.video[0].frames == 12000

@@ -2,7 +2,8 @@
 that keeps only the frames later windows still need, so memory stays bounded however long the video is.
 
 A window is treated exactly like a whole test video: the dataset's test views are planned inside it and decoded
-with clip_dataset.decode_clips, the function the test loop uses.
+with clip_dataset.decode_clips, the function the test loop uses. Read through video_io's PyAV reader, which decodes
+on from where the previous read stopped, consecutive windows decode each frame of the video once.
 """
 from __future__ import annotations
 
@@ -57,8 +58,10 @@ class FrameCache:
         """uint8 frames [len(indices), H, W, 3] at sorted, distinct `indices`."""
         missing = [int(i) for i in indices if int(i) not in self.frames]
         if missing:
+            # Views into the decoded batch: it is freed once all of its frames are released (copying each frame
+            # out instead fragments the heap into hundreds of MB on long videos).
             for index, frame in zip(missing, self.reader.get_frames(missing)):
-                self.frames[index] = frame.clone()  # not a view: a released frame must free its memory
+                self.frames[index] = frame
         return torch.stack([self.frames[int(i)] for i in indices])
 
     def release_before(self, index: int) -> None:

@@ -51,6 +51,8 @@ class OverlayWriter:
             stream = self.output.add_stream(codec, rate=Fraction(rate).limit_denominator(1001))
             assert isinstance(stream, av.VideoStream)
             stream.width, stream.height, stream.pix_fmt = self.width, self.height, "yuv420p"
+            if codec == "libx264":
+                stream.options = {"preset": "veryfast"}  # an overlay is for looking at: encoding speed first
             self.stream = stream
             self.font_size = max(MIN_FONT_PIXELS, round(self.height * FONT_FRACTION))
             self.font = ImageFont.load_default(size=self.font_size)

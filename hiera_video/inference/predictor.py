@@ -175,9 +175,13 @@ class Predictor:
 
     def predict_windows(self, path: str, window: float, stride: float) -> Iterator[Prediction]:
         """Predictions of consecutive windows of `window` seconds every `stride` seconds (data.windows), each
-        scored like a whole test video, yielded in order as they are computed. Streaming: the video is read forward
-        once and only the frames of the windows in flight are held."""
-        with open_video(path, backend=self.cfg.DATA.DECODING_BACKEND) as reader:
+        scored like a whole test video, yielded in order as they are computed.
+
+        Streaming: only the frames of the windows in flight are held, and the video is read forward once with PyAV
+        whatever DATA.DECODING_BACKEND says (decord re-seeks for every window, and its memory grows with the
+        length of the video when another decoder, the overlay's, runs in the same process). Both give the same
+        frames for common H.264 video."""
+        with open_video(path, backend="pyav") as reader:
             windows = sliding_windows(reader.num_frames, reader.fps, window, stride)
             pending: list[tuple[Window, torch.Tensor]] = []
             for item in window_clips(reader, windows, self.plan_views, self.transform, np.random.default_rng(0)):
