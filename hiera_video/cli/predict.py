@@ -53,8 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stride", type=float, default=None, help="seconds between windows (default: --window)")
     parser.add_argument("--overlay", default="", help="write the video with the current top-3 drawn on it")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    args = parser.parse_args(argv)
+    parser.add_argument("opts", nargs="*", help="KEY VALUE config overrides (anywhere on the command line)")
+    args = parser.parse_intermixed_args(argv)
     if args.stride is not None and args.window is None:
         parser.error("--stride needs --window")
     if args.window is not None and not (args.window > 0 and (args.stride is None or args.stride > 0)):

@@ -38,7 +38,7 @@ def register_dataset(name: str, builder: Callable[[CfgNode, str], Dataset], view
         VIDEO_VIEWS[name] = views
 
 
-def test_views(cfg: CfgNode) -> tuple[ViewPlanner, ClipTransform]:
+def video_views(cfg: CfgNode) -> tuple[ViewPlanner, ClipTransform]:
     """The multi-view test of TEST.DATASET for one video: its views' frame indices and their transform."""
     check_choice("TEST.DATASET", cfg.TEST.DATASET)
     if cfg.TEST.DATASET not in VIDEO_VIEWS:

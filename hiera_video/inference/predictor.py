@@ -1,7 +1,7 @@
 """Predict the classes of any video file with a trained classifier, scored exactly as the multi-view test scores a
 test video.
 
-The clips come from the test split's own planner and transform (data.build.test_views, the functions the test
+The clips come from the test split's own planner and transform (data.build.video_views, the functions the test
 dataset is built from) through clip_dataset.decode_clips; the per-view scores from tasks.classification.view_scores;
 the ensemble from evaluation.MultiViewAggregator. Nothing here re-implements a step of the evaluation, so a
 prediction cannot drift from what `tools/run_net.py` reports for the same video.
@@ -19,7 +19,7 @@ import torch
 from fvcore.common.config import CfgNode
 
 from hiera_video.config import load_config
-from hiera_video.data.build import test_views
+from hiera_video.data.build import video_views
 from hiera_video.data.clip_dataset import decode_clips
 from hiera_video.data.video_io import open_video
 from hiera_video.data.windows import Window, sliding_windows, window_clips
@@ -96,7 +96,7 @@ class Predictor:
             raise ValueError(f"Predictor needs a classification config; got TASK {cfg.TASK}")
         self.cfg = cfg
         self.device = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
-        self.plan_views, self.transform = test_views(cfg)
+        self.plan_views, self.transform = video_views(cfg)
         self.num_views = cfg.TEST.NUM_ENSEMBLE_VIEWS * cfg.TEST.NUM_SPATIAL_CROPS
         self.batch_size = batch_size or self.num_views
         if self.batch_size < 1:
