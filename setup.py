@@ -38,6 +38,7 @@ setup(
             "hiera-visualize-mae = hiera_video.cli.visualize_mae:main",
             "hiera-prepare-data = hiera_video.data.preparation.cli:main",
             "hiera-predict = hiera_video.cli.predict:main",
+            "hiera-extract-features = hiera_video.cli.extract_features:main",
         ],
     },
     extras_require={

@@ -241,6 +241,7 @@ def test_memory_stays_bounded_on_a_ten_minute_video(demo, tmp_path):
                                     "--json", str(tmp_path / f"{name}.json")], cwd=tmp_path)
         runs[name] = (frames, peak)
     (short_frames, short_peak), (long_frames, long_peak) = runs["short"], runs["long"]
+    print(f"peak memory: 10 s {short_peak / 1e6:.0f} MB, 10 min {long_peak / 1e6:.0f} MB")
     assert (short_frames, long_frames) == (200, 12000)
     # Holding the long video's decoded frames would cost more than half the short run's peak: the bound catches it.
     assert long_frames * 128 * 128 * 3 > 0.5 * short_peak
