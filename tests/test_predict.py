@@ -250,3 +250,15 @@ def test_memory_stays_bounded_on_a_ten_minute_video(demo, tmp_path):
     assert len(video["windows"]) == 150 and video["windows"][-1]["end"] == pytest.approx(600.0)
     with av.open(str(tmp_path / "long_ov.mp4")) as container:
         assert container.streams.video[0].frames == 12000
+
+
+def test_overlays_into_a_folder_skip_a_broken_video(demo, tmp_path, capsys):
+    broken = make_truncated_video(str(tmp_path / "broken.mp4"), index_first=True)  # opens, then fails mid-way
+    overlays = tmp_path / "overlays"
+    status = predict_main(["--cfg", DEMO_CFG, "--weights", demo.weights, "--input", demo.videos[0], broken,
+                           *demo.opts, "--overlay", str(overlays), "--window", "0.8"])
+    assert status == 2
+    assert sorted(os.listdir(overlays)) == [os.path.basename(demo.videos[0])]  # nothing half-written
+    with av.open(str(overlays / os.path.basename(demo.videos[0]))) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 48
+    assert "failed: " + broken in capsys.readouterr().out

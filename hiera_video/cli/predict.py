@@ -69,7 +69,6 @@ class VideoResult:
     """What a video got: its top-k, and with --window each window's."""
 
     path: str
-    duration: float
     top_k: list[ClassScore]
     windows: list[tuple[float, float, list[ClassScore]]] = field(default_factory=list)
 
@@ -93,27 +92,28 @@ def _scores_text(top: Sequence[ClassScore]) -> str:
 
 def predict_video(predictor: Predictor, video: VideoInput, top_k: int, window: float | None, stride: float | None,
                   overlay: str | None) -> VideoResult:
-    """One video's result, printed as it comes; raises VideoDecodeError when the video cannot be decoded."""
-    writer = OverlayWriter(video.path, overlay) if overlay else None
-    with writer or contextlib.nullcontext():
+    """One video's result, printed as it comes (and its overlay written once the video has decoded); raises
+    VideoDecodeError when the video cannot be decoded."""
+    print(video.path)
+    with contextlib.ExitStack() as stack:
         if window is None:
             prediction = predictor.predict(video.path)
-            result = VideoResult(video.path, prediction.end, prediction.top_k(top_k))
-            print(video.path)
+            result = VideoResult(video.path, prediction.top_k(top_k))
             width = max(len(item.name) for item in result.top_k)
             for rank, item in enumerate(result.top_k, start=1):
                 print(f"  {rank:2d}. {item.name:<{width}}  {item.score:.4f}")
-            if writer:
-                writer.write_until(None, _overlay_lines(prediction))
+            if overlay:
+                stack.enter_context(OverlayWriter(video.path, overlay)).write_until(None, _overlay_lines(prediction))
             return result
-        print(video.path)
-        windows, total, last = [], None, None
+        writer, windows, total, last = None, [], None, None
         for prediction in predictor.predict_windows(video.path, window, stride or window):
             top = prediction.top_k(top_k)
             windows.append((prediction.start, prediction.end, top))
             total = prediction.scores.astype(np.float64) if total is None else total + prediction.scores
             print(f"  {prediction.start:8.2f}-{prediction.end:8.2f} s  {_scores_text(top)}")
-            if writer:  # frames before this window show the previous one
+            if overlay and writer is None:
+                writer = stack.enter_context(OverlayWriter(video.path, overlay))
+            if writer:  # the frames before this window show the previous one
                 writer.write_until(prediction.start, _overlay_lines(last) if last else [])
             last = prediction
         assert last is not None and total is not None  # every video has at least one window
@@ -121,7 +121,7 @@ def predict_video(predictor: Predictor, video: VideoInput, top_k: int, window: f
         print(f"  {'whole video (mean)':>20s}  {_scores_text(mean.top_k(top_k))}")
         if writer:
             writer.write_until(None, _overlay_lines(last))
-        return VideoResult(video.path, last.end, mean.top_k(top_k), windows)
+        return VideoResult(video.path, mean.top_k(top_k), windows)
 
 
 def _overlay_lines(prediction: Prediction) -> list[str]:

@@ -190,7 +190,6 @@ def read_index_parts(out_dir: str) -> tuple[dict[str, dict[str, Any]], dict[str,
                     failed[entry["video"]] = entry["error"]
                 elif os.path.isfile(os.path.join(out_dir, entry["file"])):
                     rows[entry["video"]] = entry
-                    failed.pop(entry["video"], None)
     for video in rows:
         failed.pop(video, None)
     return rows, failed
@@ -242,7 +241,6 @@ class Summary:
     """What a run did with its shard."""
 
     extracted: int = 0
-    skipped: int = 0
     failed: list[Failure] = field(default_factory=list)
 
 

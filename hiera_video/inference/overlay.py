@@ -13,6 +13,7 @@ from fractions import Fraction
 import av
 from PIL import Image, ImageDraw, ImageFont
 
+from hiera_video.data.video_io import VideoDecodeError
 from hiera_video.utils.atomic import temporary_name
 
 # Text height as a fraction of the frame height (at least MIN_FONT_PIXELS).
@@ -33,7 +34,10 @@ class OverlayWriter:
         folder = os.path.dirname(destination)
         if folder:
             os.makedirs(folder, exist_ok=True)
-        self.input = av.open(source)
+        try:
+            self.input = av.open(source)
+        except av.error.FFmpegError as error:
+            raise VideoDecodeError(source, f"overlay: {error}") from error
         try:
             self.output = av.open(self.temporary, "w", format="mp4")
         except BaseException:
@@ -77,7 +81,10 @@ class OverlayWriter:
         them."""
         stop = None if seconds is None else int(round(seconds * self.fps))
         while stop is None or self.next_index < stop:
-            frame = next(self.frames, None)
+            try:
+                frame = next(self.frames, None)
+            except av.error.FFmpegError as error:
+                raise VideoDecodeError(self.input.name, f"overlay, frame {self.next_index}: {error}") from error
             if frame is None:
                 return
             image = self._draw(frame.to_image(), lines)

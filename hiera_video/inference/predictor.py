@@ -26,7 +26,7 @@ from hiera_video.data.windows import Window, sliding_windows, window_clips
 from hiera_video.evaluation.classification import MultiViewAggregator
 from hiera_video.models.build import build_model
 from hiera_video.models.registry import model_spec
-from hiera_video.models.weights import load_pretrained, load_state_file
+from hiera_video.models.weights import LoadReport, load_pretrained, load_state_file
 from hiera_video.tasks.classification import view_scores
 from hiera_video.utils.amp import amp_context
 
@@ -66,7 +66,7 @@ def index_names(num_classes: int) -> list[str]:
     return [str(i) for i in range(num_classes)]
 
 
-def _check_complete(report: Any, weights_name: str, cfg: CfgNode, state: Mapping[str, Any]) -> None:
+def _check_complete(report: LoadReport, weights_name: str, cfg: CfgNode, state: Mapping[str, Any]) -> None:
     """Prediction needs every weight of the classifier: refuse files that leave any part at its random init."""
     if report.reinitialised:
         head = state.get("head.projection.weight")
