@@ -9,6 +9,8 @@ setup(
     description="Video action recognition and detection with the 3D Hiera transformer: "
     "MAE pretraining, Kinetics/SSv2 fine-tuning, AVA detection, Slurm launching.",
     packages=find_packages(include=["hiera_video", "hiera_video.*"]),
+    # The shipped class-name lists (MODEL.CLASS_NAMES kinetics400 / kinetics600 / kinetics700).
+    package_data={"hiera_video.data": ["class_lists/*.txt"]},
     python_requires=">=3.9",
     install_requires=[
         "torch>=2.1",
@@ -24,6 +26,7 @@ setup(
         "numpy>=1.23",
         "tensorboard>=2.12",
         "tqdm>=4.64",
+        "filelock>=3.0",
         "matplotlib>=3.6",
         "pillow>=10.1",  # the overlay font of tools/predict.py (ImageFont.load_default(size=...))
     ],
@@ -37,12 +40,17 @@ setup(
             "hiera-visualize-ava = hiera_video.cli.visualize_ava:main",
             "hiera-visualize-mae = hiera_video.cli.visualize_mae:main",
             "hiera-prepare-data = hiera_video.data.preparation.cli:main",
+            "hiera-analyze-predictions = hiera_video.cli.analyze_predictions:main",
             "hiera-predict = hiera_video.cli.predict:main",
             "hiera-extract-features = hiera_video.cli.extract_features:main",
         ],
     },
     extras_require={
         "test": ["pytest>=7.4", "scikit-video>=1.1.11", "hiera-transformer==0.1.4"],
+        # An extra, not a requirement: torchcodec decodes only with FFmpeg's shared libraries, which pip cannot
+        # install, and each release is built for one range of torch versions (0.17: torch 2.14), which this
+        # package's torch>=2.1 does not pin. Without it (or without FFmpeg) DATA.DECODING_BACKEND auto uses decord.
+        "torchcodec": ["torchcodec"],
         "benchmark": ["hiera-transformer==0.1.4", "py-spy>=0.3"],
         # The linters .ci/run and .pre-commit-config.yaml run, pinned so a new release cannot break CI.
         "dev": ["ruff==0.17.6", "mypy==2.4.1", "import-linter==2.17", "pre-commit>=3.5"],

@@ -1,11 +1,13 @@
 """Deterministic synthetic AVA v2.2 files (ground truth, detections, 60-class label map) for speed benchmarks.
 
-The ground truth looks like AVA val: keyframes 0902..1798 of 11-character video ids, about 2 people per keyframe
+The ground truth looks like AVA val: keyframes 0902..1798 (or any other range of seconds: custom AVA-format
+datasets, AVA.KEYFRAME_RANGE) of 11-character video ids, about 2 people per keyframe
 with about 2 actions each (4 rows per keyframe), a long-tailed class distribution. Detections score every box
 (jittered people first, then random boxes) for the `classes_per_box` best classes, with boxes at 3 decimals and
 scores at 4 like PySlowFast writes them; scores are higher on a person's true actions.
 
-    python benchmarks/make_ava_synthetic.py OUT_DIR --keyframes 3200 --boxes 3 --classes-per-box 7
+    python benchmarks/make_ava_synthetic.py OUT_DIR --keyframes 3200 --boxes 3 --classes-per-box 7 \
+        [--first-second 902 --seconds-per-video 897]
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import numpy as np
 AVA_EVAL_IDS = (1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 17, 20, 22, 24, 26, 27, 28, 29, 30, 34, 36, 37, 38,
                 41, 43, 45, 46, 47, 48, 49, 51, 52, 54, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70,
                 72, 73, 74, 76, 77, 78, 79, 80)
-KEYFRAMES_PER_VIDEO = 897  # seconds 0902..1798
+FIRST_SECOND, KEYFRAMES_PER_VIDEO = 902, 897  # seconds 0902..1798
 _ROWS_PER_WRITE = 1 << 20
 
 
@@ -58,10 +60,16 @@ def _labelmap_text() -> str:
 
 
 def make_ava_synthetic(out_dir: str, num_keyframes: int, boxes_per_keyframe: int = 10, classes_per_box: int = 60,
-                       seed: int = 0) -> dict[str, str]:
-    """Write groundtruth.csv, detections.csv and labelmap.pbtxt into out_dir; returns their paths by name."""
+                       seed: int = 0, first_second: int = FIRST_SECOND,
+                       seconds_per_video: int = KEYFRAMES_PER_VIDEO) -> dict[str, str]:
+    """Write groundtruth.csv, detections.csv and labelmap.pbtxt into out_dir; returns their paths by name.
+
+    Each video has keyframes at seconds first_second, first_second + 1, ... (`seconds_per_video` of them)."""
     if not 1 <= classes_per_box <= len(AVA_EVAL_IDS):
         raise ValueError(f"classes_per_box must be in 1..{len(AVA_EVAL_IDS)}, got {classes_per_box}")
+    if first_second < 0 or seconds_per_video < 1 or first_second + seconds_per_video > 10000:
+        raise ValueError(f"keyframe seconds must lie in 0..9999, got {first_second}.."
+                         f"{first_second + seconds_per_video - 1}")
     rng = np.random.default_rng(seed)
     os.makedirs(out_dir, exist_ok=True)
     paths = {name: os.path.join(out_dir, file) for name, file in
@@ -70,11 +78,11 @@ def make_ava_synthetic(out_dir: str, num_keyframes: int, boxes_per_keyframe: int
         f.write(_labelmap_text())
 
     alphabet = np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", np.uint8)
-    num_videos = -(-num_keyframes // KEYFRAMES_PER_VIDEO)
+    num_videos = -(-num_keyframes // seconds_per_video)
     video_ids = alphabet[rng.integers(0, len(alphabet), (num_videos, 11))]
     keyframe = np.arange(num_keyframes)
-    prefixes = np.concatenate([video_ids[keyframe // KEYFRAMES_PER_VIDEO], np.full((num_keyframes, 1), 44, np.uint8),
-                               _digits(902 + keyframe % KEYFRAMES_PER_VIDEO, 4),
+    prefixes = np.concatenate([video_ids[keyframe // seconds_per_video], np.full((num_keyframes, 1), 44, np.uint8),
+                               _digits(first_second + keyframe % seconds_per_video, 4),
                                np.full((num_keyframes, 1), 44, np.uint8)], axis=1)
 
     # People: 1-3 per keyframe, 1-3 distinct actions each from a long-tailed distribution (Gumbel top-k).
@@ -132,9 +140,11 @@ def main() -> None:
     parser.add_argument("--boxes", type=int, default=10, help="detected boxes per keyframe")
     parser.add_argument("--classes-per-box", type=int, default=60, help="rows per box (its best-scored classes)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--first-second", type=int, default=FIRST_SECOND, help="first keyframe second of a video")
+    parser.add_argument("--seconds-per-video", type=int, default=KEYFRAMES_PER_VIDEO, help="keyframes per video")
     args = parser.parse_args()
     for name, path in make_ava_synthetic(args.out_dir, args.keyframes, args.boxes, args.classes_per_box,
-                                         args.seed).items():
+                                         args.seed, args.first_second, args.seconds_per_video).items():
         print(f"{name}: {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
 
 

@@ -18,6 +18,7 @@ NUM_VIDEO_FRAMES = 120  # 4 s at 30 fps: 901..905
 WIDTH, HEIGHT = 96, 64
 ACTION_COLOURS = {1: (230, 30, 30), 3: (30, 30, 230)}
 LABELMAP = 'item {\n  name: "stand"\n  id: 1\n}\nitem {\n  name: "sit"\n  id: 3\n}\n'
+SIT_ONLY = "labelmap_sit.pbtxt"  # a one-class subset (AVA.CLASS_SUBSET) of LABELMAP, also in the annotation folder
 
 
 def _people(rng):
@@ -51,8 +52,11 @@ def write_frames(frame_dir, video_id, frames):
     return names
 
 
-def write_ava_dataset(root, layout, num_train=4, num_val=2, seed=0):
-    """A tiny AVA dataset under `root` in `layout` "videos" or "frames"; returns config overrides for it."""
+def write_ava_dataset(root, layout, num_train=4, num_val=2, seed=0, seconds=SECONDS, first_second=FIRST_SECOND):
+    """A tiny AVA dataset under `root` in `layout` "videos" or "frames"; returns config overrides for it.
+
+    Keyframes are at `seconds` of videos whose frame 0 is shown at `first_second` (4 s long: seconds must lie in
+    first_second + [0, 4)); AVA.KEYFRAME_RANGE is left at its default, which fits the default seconds."""
     rng = np.random.default_rng(seed)
     annotations = os.path.join(root, "annotations")
     os.makedirs(annotations)
@@ -70,7 +74,7 @@ def write_ava_dataset(root, layout, num_train=4, num_val=2, seed=0):
             else:
                 names = write_frames(os.path.join(root, "frames"), video_id, frames)
                 frame_lists[split] += [f'{video_id} {v} {i} {name} ""' for i, name in enumerate(names)]
-            for second in SECONDS:
+            for second in seconds:
                 for person, (box, action) in enumerate(people):
                     coords = ",".join(f"{c:.3f}" for c in box)
                     lines[split].append(f"{video_id},{second},{coords},{action},{person}")
@@ -79,16 +83,19 @@ def write_ava_dataset(root, layout, num_train=4, num_val=2, seed=0):
                 if split == "val":  # a low-confidence detection the score threshold removes
                     detected.append(f"{video_id},{second},0.400,0.400,0.600,0.900,,0.300")
             if split == "train":  # a ground-truth action outside the label map
-                lines[split].append(f"{video_id},{SECONDS[0]},0.450,0.100,0.550,0.400,5,9")
+                lines[split].append(f"{video_id},{seconds[0]},0.450,0.100,0.550,0.400,5,9")
     files = {"ava_train_v2.2.csv": lines["train"], "ava_val_v2.2.csv": lines["val"],
-             "ava_val_predicted_boxes.csv": detected, "ava_val_excluded_timestamps_v2.2.csv": ["val_1,0903"]}
+             "ava_val_predicted_boxes.csv": detected,
+             "ava_val_excluded_timestamps_v2.2.csv": [f"val_1,{seconds[1]:04d}"]}
     for name, rows in files.items():
         with open(os.path.join(annotations, name), "w") as f:
             f.write("\n".join(rows) + "\n")
     with open(os.path.join(annotations, "labelmap.pbtxt"), "w") as f:
         f.write(LABELMAP)
+    with open(os.path.join(annotations, SIT_ONLY), "w") as f:
+        f.write(LABELMAP[LABELMAP.index("item", 1):])
     opts = ["TRAIN.DATASET", "ava", "TEST.DATASET", "ava", "MODEL.NUM_CLASSES", "80",
-            "AVA.ANNOTATION_DIR", annotations, "AVA.FIRST_SECOND", str(FIRST_SECOND),
+            "AVA.ANNOTATION_DIR", annotations, "AVA.FIRST_SECOND", str(first_second),
             "AVA.TRAIN_GT_BOX_LISTS", "['ava_train_v2.2.csv']",
             "AVA.TEST_PREDICT_BOX_LISTS", "['ava_val_predicted_boxes.csv']", "AVA.DETECTION_SCORE_THRESH", "0.8",
             "AVA.LABEL_MAP_FILE", "labelmap.pbtxt", "AVA.GROUNDTRUTH_FILE", "ava_val_v2.2.csv",

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import os
 import pickle
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from ava_factory import HEIGHT, SECONDS, WIDTH, write_ava_dataset, write_frames
+from ava_factory import HEIGHT, SECONDS, SIT_ONLY, WIDTH, write_ava_dataset, write_frames
 from hiera_video.config import load_config
 from hiera_video.data.ava import (
+    ActionClasses,
     AvaVideos,
     KeyframeFailure,
     build_ava,
@@ -25,7 +28,13 @@ from hiera_video.data.ava import (
 from hiera_video.data.build import build_dataset
 from hiera_video.data.loader import SampleKey
 from hiera_video.data.video_io import write_video
+from hiera_video.utils.labelmap import read_labelmap
 from video_factory import decode_frame_ids, index_coded_frames
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+ALL = ActionClasses.first(80)
 
 
 def data_cfg(opts, *extra):
@@ -48,19 +57,22 @@ def _write(path, text):
     return str(path)
 
 
-def test_box_lists_merge_boxes_into_multi_hot_actions_and_filter_detections(tmp_path):
+def test_box_lists_merge_boxes_into_multi_hot_actions_and_filter_detections(tmp_path, caplog):
     gt = _write(tmp_path / "gt.csv", "v,0902,0.1,0.2,0.5,0.9,1,0\nv,0902,0.1,0.2,0.5,0.9,3,0\n"
                                      "v,0902,0.6,0.2,0.9,0.9,80,1\nv,0901,0.1,0.1,0.2,0.2,1,0\n"
                                      "v,1799,0.1,0.1,0.2,0.2,1,0\nw,0904,-0.0004,0.0,1.0008,1.0,2,0\n")
     det = _write(tmp_path / "det.csv", "v,0902,0.1,0.2,0.5,0.9,,0.99\nv,0902,0.3,0.3,0.4,0.4,,0.95\n"
                                        "v,0902,0.3,0.3,0.45,0.45,,0.5\n")
-    keyframes = read_box_lists([gt], [det], score_thresh=0.9, num_classes=80)
+    keyframes = read_box_lists([gt], [det], score_thresh=0.9, classes=ALL)
     assert [(k.video_id, k.second) for k in keyframes] == [("v", 902), ("w", 904)]  # 901 and 1799 are no keyframes
+    (warning,) = _warnings(caplog)  # but they are counted, not dropped silently
+    assert warning == f"{gt}: rows outside AVA.KEYFRAME_RANGE [902, 1798] are left out: 2 rows: {gt}:4 (second 901), " \
+                      f"{gt}:5 (second 1799)"
     v = keyframes[0]
     assert v.boxes == pytest.approx(np.array([[0.1, 0.2, 0.5, 0.9], [0.6, 0.2, 0.9, 0.9], [0.3, 0.3, 0.4, 0.4]]))
     assert [list(np.flatnonzero(row) + 1) for row in v.labels] == [[1, 3], [80], []]  # the detection is a negative
     assert keyframes[1].boxes.tolist() == [[0.0, 0.0, 1.0, 1.0]]  # rounding outside the frame is clamped
-    every_4th = read_box_lists([gt], [], score_thresh=0.9, num_classes=80, second_step=4)
+    every_4th = read_box_lists([gt], [], score_thresh=0.9, classes=ALL, second_step=4)
     assert [(k.video_id, k.second) for k in every_4th] == [("w", 904)]
 
 
@@ -72,7 +84,7 @@ def test_box_lists_merge_boxes_into_multi_hot_actions_and_filter_detections(tmp_
 def test_malformed_box_rows_name_file_and_line(tmp_path, row, message):
     gt = _write(tmp_path / "gt.csv", "v,0902,0.1,0.2,0.5,0.9,1,0\n" + row)
     with pytest.raises(ValueError, match=message):
-        read_box_lists([gt], [], score_thresh=0.9, num_classes=80)
+        read_box_lists([gt], [], score_thresh=0.9, classes=ALL)
 
 
 def _warnings(caplog):
@@ -91,7 +103,7 @@ def test_bad_boxes_are_reported_by_line_and_dropped(tmp_path, caplog):
     det = _write(tmp_path / "det.csv", "v,0902,0.6,0.2,0.9,0.9,,0.95\n"
                                        "v,0902,0.6,0.9,0.9,0.2,,0.95\n"  # inverted
                                        "v,0902,0.6,0.9,0.9,0.2,,0.5\n")  # inverted but below the threshold
-    keyframes = read_box_lists([gt], [det], score_thresh=0.9, num_classes=80)
+    keyframes = read_box_lists([gt], [det], score_thresh=0.9, classes=ALL)
     assert [(k.video_id, k.second, len(k.boxes)) for k in keyframes] == [("v", 902, 2), ("v", 904, 1)]
     assert keyframes[0].boxes == pytest.approx(np.array([[0.1, 0.2, 0.5, 0.9], [0.6, 0.2, 0.9, 0.9]]))
     outside, empty, det_empty = _warnings(caplog)
@@ -104,7 +116,7 @@ def test_bad_boxes_are_reported_by_line_and_dropped(tmp_path, caplog):
 def test_many_bad_boxes_make_one_warning_with_the_count(tmp_path, caplog):
     rows = [f"v,{902 + i},0.1,0.2,0.5,0.9,1,0\nv,{902 + i},0.5,0.2,0.5,0.9,1,1\n" for i in range(40)]
     gt = _write(tmp_path / "gt.csv", "".join(rows))
-    assert len(read_box_lists([gt], [], 0.9, 80)) == 40
+    assert len(read_box_lists([gt], [], 0.9, ALL)) == 40
     (warning,) = _warnings(caplog)
     assert ": 40 rows: " in warning and warning.count(f"{gt}:") == 1 + 5 and warning.endswith(", and 35 more")
     assert f"{gt}:2 " in warning and f"{gt}:10 " in warning
@@ -112,7 +124,7 @@ def test_many_bad_boxes_make_one_warning_with_the_count(tmp_path, caplog):
 
 def test_missing_box_list_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere.csv"):
-        read_box_lists([str(tmp_path / "nowhere.csv")], [], 0.9, 80)
+        read_box_lists([str(tmp_path / "nowhere.csv")], [], 0.9, ALL)
 
 
 def test_frame_lists_order_frames_and_report_gaps(tmp_path, caplog):
@@ -128,6 +140,88 @@ def test_frame_lists_order_frames_and_report_gaps(tmp_path, caplog):
     bad = _write(tmp_path / "bad.csv", 'header line here x\na 0 zero a/a.jpg ""\n')
     with pytest.raises(ValueError, match=r"bad\.csv:2"):
         read_frame_lists([bad])
+
+
+# ----------------------------------------------------------------------------------------------- range, subset
+
+
+def test_a_class_subset_maps_its_actions_to_its_outputs_and_counts_the_others(tmp_path, caplog):
+    """Actions of the subset go to its outputs (in id order); rows of other actions are counted in one warning,
+    their boxes kept as persons doing none of the subset's actions."""
+    gt = _write(tmp_path / "gt.csv", "v,0902,0.1,0.2,0.5,0.9,12,0\nv,0902,0.1,0.2,0.5,0.9,3,0\n"
+                                     "v,0902,0.6,0.2,0.9,0.9,1,1\nv,0903,0.1,0.1,0.2,0.2,80,0\n"
+                                     "v,0903,0.3,0.1,0.4,0.2,12,1\n")
+    subset = ActionClasses((3, 12), "AVA.CLASS_SUBSET sub.pbtxt", subset=True)
+    keyframes = read_box_lists([gt], [], score_thresh=0.9, classes=subset)
+    assert [(k.second, k.labels.tolist()) for k in keyframes] == [(902, [[1, 1], [0, 0]]), (903, [[0, 0], [0, 1]])]
+    (warning,) = _warnings(caplog)
+    assert warning == (f"{gt}: actions outside AVA.CLASS_SUBSET sub.pbtxt are left out (their boxes stay, as persons "
+                       f"doing none of its actions): 2 rows: {gt}:3 (action 1), {gt}:4 (action 80)")
+
+
+def test_a_custom_keyframe_range_and_class_subset_build_the_dataset(tmp_path, caplog):
+    """A custom AVA-format dataset: keyframes at seconds 1-3 of uncut videos (AVA.FIRST_SECOND 0), of which
+    AVA.KEYFRAME_RANGE keeps 1-2, and one of its classes ("sit", id 3) trained as AVA.CLASS_SUBSET."""
+    opts = write_ava_dataset(str(tmp_path), "videos", num_train=2, num_val=1, seconds=(1, 2, 3), first_second=0)
+    annotations = tmp_path / "annotations"
+    cfg = data_cfg(opts, "AVA.KEYFRAME_RANGE", "[1, 2]", "AVA.CLASS_SUBSET", SIT_ONLY, "MODEL.NUM_CLASSES", "1")
+    train = build_ava(cfg, "train")
+    assert [(k.video_id, k.second) for k in train.keyframes] == [(f"train_{v}", s) for v in range(2) for s in (1, 2)]
+    first = train.keyframes[0]  # two people and the box of action 5 (outside the label map and the subset)
+    assert first.labels.shape == (3, 1) and sorted(first.labels[:, 0].tolist()) == [0, 0, 1]
+    sitting = first.boxes[first.labels[:, 0] == 1][0]
+    frames = AvaVideos.from_cfg(cfg, "train").read_keyframe("train_0", 1)  # second 1 is frame 30 of 0..119
+    x1, y1, x2, y2 = (sitting * np.array([WIDTH, HEIGHT, WIDTH, HEIGHT])).round().astype(int)
+    assert frames[y1 + 2:y2 - 2, x1 + 2:x2 - 2].float().mean((0, 1)).tolist() == pytest.approx([30, 30, 230], abs=12)
+    assert train[SampleKey(0, 1)]["labels"].shape[1] == 1
+    gt = annotations / "ava_train_v2.2.csv"
+    subset_warning, range_warning = sorted(_warnings(caplog), key=lambda w: "KEYFRAME_RANGE" in w)
+    assert range_warning.startswith(f"{gt}: rows outside AVA.KEYFRAME_RANGE [1, 2] are left out: 4 rows: {gt}:5 "
+                                    "(second 3)")
+    assert subset_warning.startswith(f"{gt}: actions outside AVA.CLASS_SUBSET {annotations / SIT_ONLY} are left out")
+    assert ": 6 rows: " in subset_warning  # 2 videos x 2 seconds of "stand", and the 2 rows of action 5
+    caplog.clear()
+    test = build_ava(cfg, "test")
+    assert [(k.video_id, k.second, len(k.boxes)) for k in test.keyframes] == [("val_0", 1, 2), ("val_0", 2, 2)]
+    (warning,) = _warnings(caplog)
+    assert "ava_val_predicted_boxes.csv: rows outside AVA.KEYFRAME_RANGE [1, 2] are left out: 3 rows" in warning
+
+
+def test_class_subset_and_keyframe_range_errors_name_the_key(tmp_path):
+    opts = write_ava_dataset(str(tmp_path), "frames", num_train=1, num_val=1)
+    labelmap = tmp_path / "annotations" / "labelmap.pbtxt"
+    with pytest.raises(ValueError, match=f"AVA.CLASS_SUBSET {labelmap} lists 2 classes but MODEL.NUM_CLASSES is 80: "
+                                         "the model needs one output per class, set MODEL.NUM_CLASSES 2"):
+        build_ava(data_cfg(opts, "AVA.CLASS_SUBSET", "labelmap.pbtxt"), "train")
+    with pytest.raises(FileNotFoundError, match="AVA.CLASS_SUBSET: label map not found: .*nowhere.pbtxt"):
+        build_ava(data_cfg(opts, "AVA.CLASS_SUBSET", "nowhere.pbtxt"), "train")
+    with pytest.raises(ValueError, match=r"AVA.KEYFRAME_RANGE must be \[first, last\] .* got \[1798, 902\]"):
+        build_ava(data_cfg(opts, "AVA.KEYFRAME_RANGE", "[1798, 902]"), "train")
+
+
+def test_synthetic_ava_files_at_other_seconds_are_counted_by_range_and_class(tmp_path, caplog):
+    """benchmarks/make_ava_synthetic.py at seconds 0..99 (a custom dataset's range): with that range and a
+    10-class subset every keyframe is kept and every row is a label or counted; with AVA's default range every row
+    is reported outside it."""
+    subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "make_ava_synthetic.py"), str(tmp_path),
+                    "--keyframes", "300", "--boxes", "1", "--classes-per-box", "1", "--first-second", "0",
+                    "--seconds-per-video", "100"], check=True, capture_output=True)
+    gt = str(tmp_path / "groundtruth.csv")
+    rows = [line.split(",") for line in (tmp_path / "groundtruth.csv").read_text().splitlines()]
+    assert {int(row[1]) for row in rows} == set(range(100)) and len({row[0] for row in rows}) == 3
+    ids = tuple(sorted(entry["id"] for entry in read_labelmap(str(tmp_path / "labelmap.pbtxt"))[:10]))
+    subset = ActionClasses(ids, "a 10-class subset", subset=True)
+    keyframes = read_box_lists([gt], [], 0.9, subset, seconds=(0, 99))
+    assert len(keyframes) == 300  # every keyframe, also those whose people do none of the 10 actions
+    in_subset = sum(int(row[6]) in ids for row in rows)
+    assert sum(int(k.labels.sum()) for k in keyframes) == in_subset > 0
+    (warning,) = _warnings(caplog)
+    assert f"actions outside a 10-class subset are left out (their boxes stay, as persons doing none of its " \
+           f"actions): {len(rows) - in_subset} rows: " in warning
+    caplog.clear()
+    assert read_box_lists([gt], [], 0.9, subset) == []
+    (warning,) = _warnings(caplog)
+    assert f"{gt}: rows outside AVA.KEYFRAME_RANGE [902, 1798] are left out: {len(rows)} rows: {gt}:1 " in warning
 
 
 # ----------------------------------------------------------------------------------------------- timing

@@ -123,7 +123,7 @@ SPAWNED_OPEN = textwrap.dedent("""
 
     def try_open(path):
         try:
-            open_video(path)
+            open_video(path, backend="decord")  # decord and PyAV print natively; torchcodec keeps FFmpeg silent
         except VideoDecodeError as error:
             return error.path
 

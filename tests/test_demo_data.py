@@ -45,7 +45,7 @@ def test_default_dataset_is_small(dataset):
     info = dataset
     total = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(info["root"]) for f in files)
     assert total < 2_000_000
-    assert info["class_names"] == list(CLASS_NAMES) and info["num_classes"] == 4
+    assert info["class_names"] == list(CLASS_NAMES[:4]) == ["left", "right", "up", "down"] and info["num_classes"] == 4
     assert info["num_videos"] == {"train": 128, "val": 32, "test": 40}
     assert (info["num_frames"], info["size"], info["fps"]) == (48, 64, 30)
 
@@ -166,6 +166,7 @@ def test_a_concurrent_writer_of_the_same_dataset_wins_quietly(tmp_path, monkeypa
 
 
 def test_bad_parameters_are_rejected(tmp_path):
-    for bad in [dict(num_classes=5), dict(num_classes=1), dict(size=33), dict(num_frames=1), dict(test_per_class=0)]:
+    for bad in [dict(num_classes=9), dict(distractor=0.5), dict(num_classes=1), dict(size=33), dict(num_frames=1),
+                dict(test_per_class=0)]:
         with pytest.raises(ValueError):
             write_demo_dataset(str(tmp_path / "x"), **{**SMALL, **bad})

@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from ava_factory import write_ava_dataset
+from ava_factory import SIT_ONLY, write_ava_dataset
 from hiera_video.config import load_config
 from hiera_video.engine.logging import read_json_stats
 from hiera_video.engine.runner import run
@@ -154,11 +154,12 @@ def detection_cfg(data_opts, output_dir, *opts):
     return load_config([], base + list(data_opts) + list(opts))
 
 
-def ava_eval_cli(cfg, detections, output):
+def ava_eval_cli(cfg, detections, output, labelmap=None, exclusions=None):
     annotation = lambda name: os.path.join(cfg.AVA.ANNOTATION_DIR, name)  # noqa: E731
     subprocess.run([sys.executable, os.path.join(REPO, "tools", "ava_eval.py"), "-g",
-                    annotation(cfg.AVA.GROUNDTRUTH_FILE), "-d", detections, "-l", annotation(cfg.AVA.LABEL_MAP_FILE),
-                    "-e", annotation(cfg.AVA.EXCLUSION_FILE), "-o", output], check=True, capture_output=True)
+                    annotation(cfg.AVA.GROUNDTRUTH_FILE), "-d", detections, "-l",
+                    annotation(labelmap or cfg.AVA.LABEL_MAP_FILE), "-e",
+                    exclusions or annotation(cfg.AVA.EXCLUSION_FILE), "-o", output], check=True, capture_output=True)
     with open(output) as f:
         return json.load(f)
 
@@ -188,6 +189,44 @@ def test_training_then_test_writes_detections_scored_like_the_official_cli(tmp_p
     assert len(val) == 1 and val[0]["num_keyframes"] == 2 and 0.0 <= val[0]["map"] <= 1.0  # second 904 only
     assert len([s for s in stats if s.get("_type") == "train_iter"]) == 3 * 20
     assert results["map"] >= 0.9  # the person's colour gives the action: a trained detector gets it right
+
+
+@pytest.mark.slow
+def test_a_class_subset_on_a_custom_keyframe_range_trains_and_is_scored_over_its_classes(tmp_path, single_process):
+    """One training step, a validation and the test of a custom AVA-format dataset: keyframes at seconds 1-3 of
+    uncut videos (AVA.FIRST_SECOND 0), AVA.KEYFRAME_RANGE [1, 2], and the one-class subset "sit" (id 3) of its
+    label map as AVA.CLASS_SUBSET with MODEL.NUM_CLASSES 1."""
+    data = write_ava_dataset(str(tmp_path / "ava"), "videos", num_train=2, num_val=2, seconds=(1, 2, 3),
+                             first_second=0)
+    out = tmp_path / "out"
+    cfg = detection_cfg(data, out, "MODEL.NUM_CLASSES", "1", "AVA.CLASS_SUBSET", SIT_ONLY, "AVA.KEYFRAME_RANGE",
+                        "[1, 2]", "SOLVER.MAX_EPOCH", "1", "SOLVER.WARMUP_EPOCHS", "0.0", "TRAIN.EVAL_PERIOD", "1",
+                        "AVA.FULL_TEST_ON_VAL", "True")
+    results = run(single_process, cfg)
+
+    stats = read_json_stats(str(out / "json_stats.log"))
+    (step,) = [s for s in stats if s.get("_type") == "train_iter"]  # 2 videos x 2 keyframes = one batch of 4
+    assert 0 < step["loss"] < 10
+    (val,) = [s for s in stats if s.get("_type") == "val_epoch"]
+    assert val["num_keyframes"] == 4 and val["bad_videos"] == 0 and 0.0 <= val["map"] <= 1.0
+    with open(out / "detections.csv") as f:
+        rows = list(csv.reader(f))
+    # 2 videos x 2 keyframes in the range x 2 confident boxes x the one class, written with its original id.
+    assert len(rows) == 8 and {r[6] for r in rows} == {"3"} and {r[1] for r in rows} == {"0001", "0002"}
+    with open(out / "ava_result.json") as f:
+        assert list(json.load(f)["per_class"]) == ["3"]
+    # tools/ava_eval.py gives the same mAP with the subset's label map and the keyframes outside the range excluded.
+    exclusions = tmp_path / "exclusions.csv"
+    exclusions.write_text("val_1,0002\nval_0,0003\nval_1,0003\n")  # the dataset's own exclusion, then the range
+    official = ava_eval_cli(cfg, str(out / "detections.csv"), str(tmp_path / "cli.json"), labelmap=SIT_ONLY,
+                            exclusions=str(exclusions))
+    assert results["map"] == official["mAP"] and results["num_keyframes"] == 4
+    log = (out / "stdout.log").read_text()
+    ground_truth = os.path.join(cfg.AVA.ANNOTATION_DIR, "ava_val_v2.2.csv")
+    assert log.count(f"{ground_truth}: 2 keyframes outside AVA.KEYFRAME_RANGE [1, 2] are not scored") == 1
+    assert "ava_train_v2.2.csv: rows outside AVA.KEYFRAME_RANGE [1, 2] are left out: 4 rows" in log
+    assert f"ava_train_v2.2.csv: actions outside AVA.CLASS_SUBSET {os.path.join(cfg.AVA.ANNOTATION_DIR, SIT_ONLY)}" \
+           in log
 
 
 @pytest.mark.slow

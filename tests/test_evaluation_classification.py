@@ -58,7 +58,8 @@ def _aggregate(ensemble, rows=range(6), num_views=3, **kwargs):
 def test_sum_and_max_ensembles_pick_different_classes():
     sums = _aggregate("sum")
     torch.testing.assert_close(sums.scores[0], torch.tensor([1.4, 1.6, 0.0]))
-    assert sums.finalize() == {"top1_acc": 50.0, "top5_acc": 100.0, "num_videos": 2, "videos_with_missing_views": 0}
+    assert sums.finalize() == {"top1_acc": 50.0, "top5_acc": 100.0, "mean_class_acc": 50.0, "num_videos": 2,
+                               "videos_with_missing_views": 0}
     maxes = _aggregate("max")
     torch.testing.assert_close(maxes.scores[0], torch.tensor([0.9, 0.8, 0.0]))
     assert maxes.finalize()["top1_acc"] == 100.0
@@ -79,7 +80,7 @@ def test_missing_views_are_reported_and_unseen_videos_not_scored():
     agg = _aggregate("sum", rows=[0, 1, 2, 3])  # video 1 has 1 of 3 views
     assert agg.finalize()["videos_with_missing_views"] == 1
     no_views = _aggregate("max", rows=[0, 1, 2])  # video 1 never seen: excluded, reported
-    assert no_views.finalize() == {"top1_acc": 100.0, "top5_acc": 100.0, "num_videos": 1,
+    assert no_views.finalize() == {"top1_acc": 100.0, "top5_acc": 100.0, "mean_class_acc": 100.0, "num_videos": 1,
                                    "videos_with_missing_views": 1}
     assert [row["video"] for row in no_views.per_video_predictions()] == [0]
 

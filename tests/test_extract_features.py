@@ -48,6 +48,7 @@ def demo(tmp_path_factory):
     write_demo_dataset(data, train_per_class=3, val_per_class=1, test_per_class=3)
     opts = ["DATA.PATH_TO_DATA_DIR", data, "DATA.PATH_PREFIX", data, "DATA_LOADER.NUM_WORKERS", "0"]
     cfg = load_config(DEMO_CFG, opts)
+    torch.manual_seed(0)
     model = build_model(cfg)
     weights = str(root / "weights.pyth")
     save_checkpoint(weights, {"model_state": model.state_dict()})

@@ -286,6 +286,18 @@ def test_a_flat_class_layout_is_split_per_class_with_a_seed(tmp_path, capsys):
     assert len((tmp_path / "lists_0" / "train.csv").read_text().splitlines()) == 6
 
 
+def test_csv_takes_no_workers_option_and_the_parallel_subcommands_do(tmp_path, capsys):
+    """csv only lists names (one walk of the tree), so it has no --workers to ignore; the others share out work."""
+    (tmp_path / "root" / "a").mkdir(parents=True)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["csv", str(tmp_path / "root"), "--out", str(tmp_path / "lists"), "--workers", "2"])
+    assert exit_info.value.code == 2 and "unrecognized arguments: --workers 2" in capsys.readouterr().err
+    for command in ("csv", "resize", "check", "ava-cut", "ava-frames"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert ("--workers" in capsys.readouterr().out) == (command != "csv")
+
+
 def test_check_reports_malformed_lines_and_keeps_the_rest(tmp_path, capsys):
     make_generated(str(tmp_path / "good.mp4"))
     (tmp_path / "train.csv").write_text("good.mp4 0\nno_label.mp4\n\ngone.mp4 1\n")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from hiera_video.cli.analyze_predictions import main as analyze_predictions
 from hiera_video.config import load_config
 from hiera_video.data.loader import SampleKey
 from hiera_video.data.ssv2 import build_ssv2, mirror_labels
@@ -358,3 +359,11 @@ def test_fine_tunes_from_an_mae_checkpoint_and_runs_the_multi_view_test(release,
     rows = (output / "test_predictions.csv").read_text().splitlines()[1:]
     assert sorted(row.split(",")[0] for row in rows) == ["1013", "1014", "1015", "1016"]  # the validation ids
     assert all(row.endswith(",6") for row in rows)  # 2 temporal x 3 spatial views each
+    # Class names from the labels json; the left/right twins of the flip-swap pairing in the analysis.
+    with np.load(output / "test_scores.npz", allow_pickle=False) as scores:
+        assert scores["class_names"].tolist() == list(CLASSES) and str(scores["dataset"]) == "ssv2"
+    assert rows[0].split(",")[2] == list(CLASSES)[int(rows[0].split(",")[1])]
+    assert analyze_predictions([str(output / "test_scores.npz"), "--out", str(tmp_path / "analysis")]) == 0
+    twins = (tmp_path / "analysis" / "twin_confusions.csv").read_text().splitlines()[1:]
+    assert len(twins) == 1 and twins[0].startswith("0,Pushing something from left to right,1,"
+                                                   "Pushing something from right to left,1,")

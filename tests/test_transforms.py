@@ -12,8 +12,12 @@ from hiera_video.data.transforms import (
     MagnitudeNoiseRandAugment,
     build_eval_transform,
     build_train_transform,
+    eval_geometry,
     normalize,
     spatial_crops,
+    to_normalized_float,
+    train_geometry,
+    video_to_clip,
 )
 
 MEAN, STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
@@ -100,6 +104,29 @@ def test_random_erasing_erases_the_same_box_in_every_frame():
         erased = (clip != reference).any(dim=0)  # [T, H, W]
         assert erased[0].any()
         assert torch.equal(erased, erased[:1].expand_as(erased))
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_transforms_equal_the_plain_v2_pipeline_bit_for_bit(augment):
+    """The clip changes layout while uint8 and is normalised in place (normalized_clip): the values must be those
+    of the one-pass v2 pipeline (geometry, ToDtype, Normalize, erasing on the Video, then the layout change)."""
+    frames = distinct_frames(8, 60, 80)
+    geometry = train_geometry(32, scale=None, jitter_scales=(36, 48))
+    if augment:
+        geometry.append(MagnitudeNoiseRandAugment(2, 9, 0.5))
+    erasing = [v2.RandomErasing(p=0.7, value="random")] if augment else []
+    plain = v2.Compose(geometry + to_normalized_float(MEAN, STD) + erasing)
+    ours = build_train_transform(32, scale=None, jitter_scales=(36, 48), rand_augment=(2, 9) if augment else None,
+                                 rand_augment_std=0.5, random_erasing_prob=0.7 if augment else 0.0, mean=MEAN, std=STD)
+    for seed in range(8):
+        torch.manual_seed(seed)
+        expected = video_to_clip(plain(tv_tensors.Video(frames.permute(0, 3, 1, 2))))
+        torch.manual_seed(seed)
+        clip = ours(frames)
+        assert torch.equal(clip, expected) and clip.is_contiguous()
+    evaluation = v2.Compose(eval_geometry(32, 40) + to_normalized_float(MEAN, STD))
+    assert torch.equal(build_eval_transform(32, 40, MEAN, STD)(frames),
+                       video_to_clip(evaluation(tv_tensors.Video(frames.permute(0, 3, 1, 2)))))
 
 
 def test_eval_transform_is_the_single_centre_crop():

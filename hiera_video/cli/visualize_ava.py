@@ -5,9 +5,10 @@
         [--min-score 0.1] [--output-dir OUTPUT_DIR/visualize_ava] [KEY VALUE ...]
 
 Frames come from the config's AVA layout (AVA.FRAME_DIR with the test frame lists, or AVA.VIDEO_DIR) and
-AVA.FIRST_SECOND; class names from AVA.LABEL_MAP_FILE. Detected boxes are drawn in orange with their `top-k`
-actions scoring at least `min-score`; with --groundtruth the boxes of AVA.GROUNDTRUTH_FILE are drawn in green with
-their actions. Keyframes are taken in the order of the detections file. Writes <video>_<second>.png files.
+AVA.FIRST_SECOND; class names from AVA.CLASS_SUBSET, else AVA.LABEL_MAP_FILE. Detected boxes are drawn in orange
+with their `top-k` actions scoring at least `min-score`; with --groundtruth the boxes of AVA.GROUNDTRUTH_FILE are
+drawn in green with their actions. Keyframes are taken in the order of the detections file. Writes
+<video>_<second>.png files.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from collections import defaultdict
 from PIL import Image, ImageDraw
 
 from hiera_video.config import load_config
-from hiera_video.data.ava import AvaVideos
+from hiera_video.data.ava import AvaVideos, evaluated_labelmap
 from hiera_video.evaluation.ava.readers import read_labelmap
 
 DETECTION_COLOUR = (255, 140, 0)
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = load_config(args.cfg, args.opts)
     annotation = lambda name: os.path.join(cfg.AVA.ANNOTATION_DIR, name)  # noqa: E731
-    names = {entry["id"]: entry["name"] for entry in read_labelmap(annotation(cfg.AVA.LABEL_MAP_FILE))[0]}
+    names = {entry["id"]: entry["name"] for entry in read_labelmap(evaluated_labelmap(cfg))[0]}
     detections = read_box_actions(args.detections or os.path.join(cfg.OUTPUT_DIR, "detections.csv"), True)
     groundtruth = read_box_actions(annotation(cfg.AVA.GROUNDTRUTH_FILE), False) if args.groundtruth else {}
     output_dir = args.output_dir or os.path.join(cfg.OUTPUT_DIR, "visualize_ava")

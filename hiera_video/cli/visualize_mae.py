@@ -52,7 +52,8 @@ def visualise(cfg, checkpoint: str, num_clips: int, out_dir: str, seed: int, spl
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", required=True, help="the MAE config the checkpoint was trained with")
-    parser.add_argument("--checkpoint", required=True, help="MAE checkpoint (ours or an official mae_* file)")
+    parser.add_argument("--checkpoint", required=True, help="MAE checkpoint: ours, an official mae_* file, or its name "
+                        "(mae_hiera_base_16x224:mae_k400)")
     parser.add_argument("--num-clips", type=int, default=4)
     parser.add_argument("--out", default="mae_visualisation", help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random masks")

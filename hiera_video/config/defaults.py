@@ -40,6 +40,14 @@ _C.MODEL.ARCH = "hiera_base_16x224"
 _C.MODEL.NUM_CLASSES = 400
 # Dropout before the classification head.
 _C.MODEL.DROPOUT_RATE = 0.0
+# Class names in label order, shown next to class indices in predictions and analyses: a shipped list (kinetics400,
+# kinetics600, kinetics700) or a file with one name per line (the classes.txt of `tools/prepare_data.py csv`). Empty:
+# the dataset's own names (DATA.PATH_TO_DATA_DIR/classes.txt for Kinetics-format data, the SSv2 labels json, the AVA
+# label map) when it has them, else the indices. The list must hold MODEL.NUM_CLASSES names.
+_C.MODEL.CLASS_NAMES = ""
+# Linear probe: train only the head (a BatchNorm without affine parameters, then the linear layer, as MAE's linear
+# probing); the backbone keeps the weights of TRAIN.CHECKPOINT_FILE_PATH (or its random init) and stays in eval mode.
+_C.MODEL.FREEZE_BACKBONE = False
 
 # Overrides of the constructor's hyper-parameters; an empty list / -1 keeps the constructor's value.
 _C.HIERA = CfgNode()
@@ -86,7 +94,8 @@ _C.TRAIN.CHECKPOINT_ITER_PERIOD = 0
 _C.TRAIN.KEEP_ITER_CHECKPOINTS = 2
 # Resume from the newest checkpoint in OUTPUT_DIR/checkpoints when there is one.
 _C.TRAIN.AUTO_RESUME = True
-# Weights to start from when not resuming: an official Hiera file, an MAE checkpoint, or one of ours.
+# Weights to start from when not resuming: an official Hiera file, an MAE checkpoint, or one of ours; a path or an
+# official name MODEL:CHECKPOINT such as mae_hiera_base_16x224:mae_k400 (downloaded once into the torch hub cache).
 _C.TRAIN.CHECKPOINT_FILE_PATH = ""
 # Start at epoch 0 with a fresh optimizer after loading CHECKPOINT_FILE_PATH (fine-tuning).
 _C.TRAIN.CHECKPOINT_EPOCH_RESET = True
@@ -106,7 +115,8 @@ _C.TEST.DATASET = "kinetics"
 # Global number of VIDEOS per validation / test batch; in testing each brings all its views
 # (NUM_ENSEMBLE_VIEWS x NUM_SPATIAL_CROPS clips), decoded once.
 _C.TEST.BATCH_SIZE = 8
-# Weights to test; empty: the newest checkpoint in OUTPUT_DIR, else TRAIN.CHECKPOINT_FILE_PATH.
+# Weights to test (a path or an official name such as hiera_base_16x224:mae_k400_ft_k400); empty: the newest
+# checkpoint in OUTPUT_DIR, else TRAIN.CHECKPOINT_FILE_PATH.
 _C.TEST.CHECKPOINT_FILE_PATH = ""
 # Temporal views per video.
 _C.TEST.NUM_ENSEMBLE_VIEWS = 10
@@ -131,6 +141,13 @@ _C.DATA.PATH_LABEL_SEPARATOR = " "
 _C.DATA.DEMO_DATASET = False
 # Seed of the demo videos' rendering (textures, colours, speeds); a folder written with another seed is refused.
 _C.DATA.DEMO_SEED = 0
+# Weight (< 0.5) of a second demo texture moving along a random one of the eight directions, blended over the one
+# whose direction is the class (0 = none). The demo has MODEL.NUM_CLASSES directions (2-8; 5-8 add diagonals).
+_C.DATA.DEMO_DISTRACTOR = 0.0
+# Train on this fraction of the training list: a class-balanced subset (at least one video per class) drawn with
+# RNG_SEED, for low-label fine-tuning (Kinetics-format lists and SSv2). MAE pretraining usually keeps 1.0: it
+# needs no labels.
+_C.DATA.TRAIN_FRACTION = 1.0
 # Frames per clip and the stride between them (at TARGET_FPS).
 _C.DATA.NUM_FRAMES = 16
 _C.DATA.SAMPLING_RATE = 4
@@ -151,8 +168,13 @@ _C.DATA.TRAIN_CROP_SIZE = 224
 _C.DATA.TEST_CROP_SIZE = 224
 # Random horizontal flip in training.
 _C.DATA.RANDOM_FLIP = True
-# Decoder: "decord" (falls back to PyAV for files decord cannot open) or "pyav".
-_C.DATA.DECODING_BACKEND = "decord"
+# Decoder of video files: "auto" (torchcodec when it imports and finds FFmpeg's shared libraries, else decord, else
+# PyAV; the choice is logged), "torchcodec", "decord" or "pyav". torchcodec and decord fall back to PyAV for files
+# they cannot open.
+_C.DATA.DECODING_BACKEND = "auto"
+# Where torchcodec decodes: "cpu", or "cuda" (NVDEC on the process's GPU, in every data-loader worker; frames are
+# copied to host memory; needs DATA.DECODING_BACKEND torchcodec or auto choosing it; see the README's limits).
+_C.DATA.DECODE_DEVICE = "cpu"
 # Stop with an error when more than this fraction of a split fails to decode.
 _C.DATA.MAX_BAD_FRACTION = 0.05
 # Native decoder messages (FFmpeg's "moov atom not found", decord's "ERROR opening ...") shown: "quiet" (none; a
@@ -252,6 +274,9 @@ _C.AVA.VIDEO_DIR = ""
 # The second at which frame 0 of a video (or frame folder) is shown: 900 for the standard 15-minute cuts (AVA
 # timestamps count from the start of the movie, keyframes 902..1798), 0 for uncut movies.
 _C.AVA.FIRST_SECOND = 900
+# First and last keyframe second (inclusive) of the box lists and the evaluated ground truth: [902, 1798] in AVA
+# v2.x; custom AVA-format datasets set theirs. Rows outside are left out and counted in one warning per file.
+_C.AVA.KEYFRAME_RANGE = [902, 1798]
 # Frame rate of the frame folders (the standard extraction uses 30 fps); video files report their own.
 _C.AVA.FRAME_RATE = 30
 # Folder of the annotation files below (all names are relative to it).
@@ -266,6 +291,10 @@ _C.AVA.TEST_PREDICT_BOX_LISTS = ["person_box_67091280_iou90/ava_detection_val_bo
 _C.AVA.DETECTION_SCORE_THRESH = 0.9
 # Label map of the evaluated classes (60 of the 80 in AVA v2.2).
 _C.AVA.LABEL_MAP_FILE = "ava_action_list_v2.2_for_activitynet_2019.pbtxt"
+# A label map (same pbtxt format) of the classes to train and evaluate, instead of all MODEL.NUM_CLASSES (which must
+# then be its number of classes) and LABEL_MAP_FILE's; empty: all. Rows of other classes are left out and counted,
+# their boxes kept as persons doing none of the subset's actions; detections keep the original class ids.
+_C.AVA.CLASS_SUBSET = ""
 # Keyframes left out of the evaluation (video,second); empty for none.
 _C.AVA.EXCLUSION_FILE = "ava_val_excluded_timestamps_v2.2.csv"
 # Ground truth the detections are scored against.

@@ -8,15 +8,22 @@ Layout (paths in the AVA config group, names relative to AVA.ANNOTATION_DIR):
 - box lists: `video,second,x1,y1,x2,y2,action,person_id` ground truth (AVA.TRAIN_GT_BOX_LISTS) and
   `video,second,x1,y1,x2,y2,action or empty,score` detected persons (AVA.{TRAIN,TEST}_PREDICT_BOX_LISTS, kept
   when score >= AVA.DETECTION_SCORE_THRESH; an empty action marks a person doing nothing annotated). Coordinates
-  are normalised to [0, 1]; actions are 1..MODEL.NUM_CLASSES (80).
+  are normalised to [0, 1]; actions are 1..MODEL.NUM_CLASSES (80), or the classes of AVA.CLASS_SUBSET.
+
+Classes (ActionClasses): the model has one output per class, in order: actions 1..MODEL.NUM_CLASSES, or, with
+AVA.CLASS_SUBSET (a label map in the AVA pbtxt format), the subset's ids in increasing order, MODEL.NUM_CLASSES
+being their number. Rows of other actions are left out, counted and reported; their boxes stay, as persons doing
+none of the subset's actions (negatives, which evaluation also scores).
 
 Bad input: a malformed row stops with an error naming file and line. A box with a coordinate outside [0, 1] by more
 than BOX_TOLERANCE, or with x2 <= x1 or y2 <= y1, is dropped and reported (one warning per file and problem with
-the count and the first file:line locations). A keyframe whose frames cannot be read (a missing or broken file or
-JPEG, a gap in the frame list, a keyframe outside its video, a video missing from the layout in evaluation) is
-skipped and counted as a bad video: training draws another keyframe, evaluation keeps it without boxes.
+the count and the first file:line locations), and so are rows whose second lies outside AVA.KEYFRAME_RANGE. A
+keyframe whose frames cannot be read (a missing or broken file or JPEG, a gap in the frame list, a keyframe outside
+its video, a video missing from the layout in evaluation) is skipped and counted as a bad video: training draws
+another keyframe, evaluation keeps it without boxes.
 
-Time: AVA timestamps are seconds of the original movie (keyframes 902..1798, one per second). Frame 0 of a video
+Time: AVA timestamps are seconds of the original movie (keyframes AVA.KEYFRAME_RANGE: 902..1798 in AVA v2.x, one
+per second; custom AVA-format datasets choose theirs). Frame 0 of a video
 or frame folder is shown at AVA.FIRST_SECOND (900 for the standard 15-minute cuts, 0 for uncut movies), so the
 keyframe of second s is frame round((s - FIRST_SECOND) * fps). A clip is DATA.NUM_FRAMES frames DATA.SAMPLING_RATE
 apart at DATA.TARGET_FPS, centred on the keyframe as PySlowFast does (frames c - L/2, ..., c + L/2 - rate for a
@@ -50,13 +57,14 @@ from hiera_video.data.clip_dataset import load_with_replacement
 from hiera_video.data.frame_lists import read_frame_list
 from hiera_video.data.loader import SampleKey
 from hiera_video.data.transforms import eval_geometry, to_normalized_float, train_geometry, video_to_clip
-from hiera_video.data.video_io import VideoDecodeError, open_video
+from hiera_video.data.video_io import VideoDecodeError, open_video, resolve_decoding
+from hiera_video.utils.labelmap import read_labelmap
 from hiera_video.utils.reports import BadRowReport
 
 logger = logging.getLogger(__name__)
 
-# First and last keyframe second of AVA v2.x (PySlowFast AVA_VALID_FRAMES).
-FIRST_KEYFRAME_SECOND, LAST_KEYFRAME_SECOND = 902, 1798
+# First and last keyframe second of AVA v2.x (PySlowFast AVA_VALID_FRAMES), the default AVA.KEYFRAME_RANGE.
+KEYFRAME_RANGE = (902, 1798)
 # Validation without AVA.FULL_TEST_ON_VAL scores keyframes whose second is a multiple of this (PySlowFast).
 VAL_SECOND_STEP = 4
 # Boxes narrower or lower than this many pixels after a training crop are dropped.
@@ -85,8 +93,66 @@ class KeyframeFailure(NamedTuple):
 
 
 @dataclass(frozen=True)
+class ActionClasses:
+    """The action ids the model predicts, output j predicting ids[j], and what defines them (for messages).
+
+    All classes: ids 1..MODEL.NUM_CLASSES, and an action outside them is an error in the data. A subset (a label
+    map): its ids, and actions outside it are left out of training and evaluation (counted and reported)."""
+
+    ids: tuple[int, ...]
+    source: str
+    subset: bool
+
+    @classmethod
+    def first(cls, num_classes: int) -> ActionClasses:
+        return cls(tuple(range(1, num_classes + 1)), f"1..MODEL.NUM_CLASSES={num_classes}", subset=False)
+
+    @classmethod
+    def from_cfg(cls, cfg: CfgNode) -> ActionClasses:
+        """AVA.CLASS_SUBSET's classes when it is set (MODEL.NUM_CLASSES must be their number), else the first
+        MODEL.NUM_CLASSES."""
+        num_classes = cfg.MODEL.NUM_CLASSES
+        if not cfg.AVA.CLASS_SUBSET:
+            return cls.first(num_classes)
+        path = os.path.join(cfg.AVA.ANNOTATION_DIR, cfg.AVA.CLASS_SUBSET)
+        if not g_pathmgr.isfile(path):
+            raise FileNotFoundError(f"AVA.CLASS_SUBSET: label map not found: {path}")
+        ids = [entry["id"] for entry in read_labelmap(path)]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"AVA.CLASS_SUBSET {path} lists class ids {repeated} more than once")
+        if len(ids) != num_classes:
+            raise ValueError(f"AVA.CLASS_SUBSET {path} lists {len(ids)} classes but MODEL.NUM_CLASSES is "
+                             f"{num_classes}: the model needs one output per class, set MODEL.NUM_CLASSES {len(ids)}")
+        return cls(tuple(sorted(ids)), f"AVA.CLASS_SUBSET {path}", subset=True)
+
+    def columns(self, class_ids: Sequence[int], what: str) -> list[int]:
+        """The model outputs of `class_ids`; ValueError naming `what` asks for a class the model does not have."""
+        column = {class_id: j for j, class_id in enumerate(self.ids)}
+        missing = sorted(c for c in class_ids if c not in column)
+        if missing:
+            raise ValueError(f"{what}: class ids {missing} are not among the model's classes ({self.source})")
+        return [column[c] for c in class_ids]
+
+
+def keyframe_range(cfg: CfgNode) -> tuple[int, int]:
+    """AVA.KEYFRAME_RANGE as (first, last) seconds, checked."""
+    value = list(cfg.AVA.KEYFRAME_RANGE)
+    if len(value) != 2 or not all(isinstance(v, int) for v in value) or value[0] > value[1]:
+        raise ValueError(f"AVA.KEYFRAME_RANGE must be [first, last] whole seconds with first <= last, got {value}")
+    return value[0], value[1]
+
+
+def evaluated_labelmap(cfg: CfgNode) -> str:
+    """The label map whose classes evaluation scores and tools name: AVA.CLASS_SUBSET when set, else
+    AVA.LABEL_MAP_FILE (a path under AVA.ANNOTATION_DIR)."""
+    return os.path.join(cfg.AVA.ANNOTATION_DIR, cfg.AVA.CLASS_SUBSET or cfg.AVA.LABEL_MAP_FILE)
+
+
+@dataclass(frozen=True)
 class AvaKeyframe:
-    """One keyframe with its person boxes: normalised (x1, y1, x2, y2) and multi-hot actions (class c -> c - 1).
+    """One keyframe with its person boxes: normalised (x1, y1, x2, y2) and multi-hot actions (one column per model
+    output, ActionClasses).
 
     An all-zero label row is a person without an annotated action (a negative in training).
     """
@@ -122,16 +188,24 @@ def _usable_box(box: tuple[float, ...]) -> tuple[tuple[float, ...] | None, str]:
     return (x1, y1, x2, y2), ""
 
 
-def read_box_lists(groundtruth: Sequence[str], detected: Sequence[str], score_thresh: float, num_classes: int,
-                   second_step: int = 1) -> list[AvaKeyframe]:
-    """Keyframes of the listed box files: boxes merged by coordinates, their actions made multi-hot.
+def read_box_lists(groundtruth: Sequence[str], detected: Sequence[str], score_thresh: float, classes: ActionClasses,
+                   second_step: int = 1, seconds: tuple[int, int] = KEYFRAME_RANGE) -> list[AvaKeyframe]:
+    """Keyframes of the listed box files: boxes merged by coordinates, their actions made multi-hot over `classes`.
 
-    Detected boxes scoring below `score_thresh` are dropped; keyframes outside seconds 902..1798, or whose second
-    is not a multiple of `second_step`, are left out. Boxes within BOX_TOLERANCE of [0, 1] are clamped to it;
-    others outside it, or with x2 <= x1 or y2 <= y1, are dropped with one warning per file and problem (count and
-    first file:line locations). Malformed rows raise ValueError naming file and line. Keyframes come sorted by
-    (video, second).
+    Rows whose second lies outside `seconds` (AVA.KEYFRAME_RANGE, first and last included) are left out, and so
+    are actions outside a class subset (their boxes stay, as persons doing none of its actions); both are counted
+    in one warning per file with the first file:line locations. Detected boxes scoring below `score_thresh` and
+    keyframes whose second is not a multiple of `second_step` are left out (by design, unreported). Boxes within
+    BOX_TOLERANCE of [0, 1] are clamped to it; others outside it, or with x2 <= x1 or y2 <= y1, are dropped with
+    one warning per file and problem. A warning is logged once per process (validation and test read the same
+    detected boxes). Malformed rows, and actions outside 1..MODEL.NUM_CLASSES without a subset,
+    raise ValueError naming file and line. Keyframes come sorted by (video, second).
     """
+    column = {class_id: j for j, class_id in enumerate(classes.ids)}
+    first, last = seconds
+    outside_range = f"rows outside AVA.KEYFRAME_RANGE [{first}, {last}] are left out"
+    outside_subset = (f"actions outside {classes.source} are left out (their boxes stay, as persons doing none of "
+                      "its actions)")
     by_keyframe: dict[tuple[str, int], dict[tuple[float, ...], set[int]]] = {}
     for path, is_groundtruth in [(p, True) for p in groundtruth] + [(p, False) for p in detected]:
         if not g_pathmgr.isfile(path):
@@ -143,11 +217,15 @@ def read_box_lists(groundtruth: Sequence[str], detected: Sequence[str], score_th
                     continue
                 video_id, second, raw_box, action, score = _parse_box_row(row, f"{path}:{line_number}",
                                                                           has_score=not is_groundtruth)
-                if action != -1 and not 1 <= action <= num_classes:
-                    raise ValueError(f"{path}:{line_number}: action {action} is outside 1..MODEL.NUM_CLASSES="
-                                     f"{num_classes}")
-                if (not is_groundtruth and score < score_thresh) or second % second_step \
-                        or not FIRST_KEYFRAME_SECOND <= second <= LAST_KEYFRAME_SECOND:
+                if not first <= second <= last:
+                    report.add(outside_range, 1, [(line_number, f"second {second}")])
+                    continue
+                if action != -1 and action not in column:
+                    if not classes.subset:
+                        raise ValueError(f"{path}:{line_number}: action {action} is outside {classes.source}")
+                    report.add(outside_subset, 1, [(line_number, f"action {action}")])
+                    action = -1
+                if (not is_groundtruth and score < score_thresh) or second % second_step:
                     continue
                 box, problem = _usable_box(raw_box)
                 if box is None:
@@ -155,13 +233,13 @@ def read_box_lists(groundtruth: Sequence[str], detected: Sequence[str], score_th
                     continue
                 actions = by_keyframe.setdefault((video_id, second), {}).setdefault(box, set())
                 if action > 0:
-                    actions.add(action)
-        report.log(logger)
+                    actions.add(column[action])
+        report.log(logger, once=True)  # the detected boxes are read for validation and again for the test
     keyframes = []
     for (video_id, second), boxes in sorted(by_keyframe.items()):
-        labels = np.zeros((len(boxes), num_classes), dtype=np.uint8)
-        for row, actions in enumerate(boxes.values()):
-            labels[row, [a - 1 for a in actions]] = 1
+        labels = np.zeros((len(boxes), len(classes.ids)), dtype=np.uint8)
+        for row, columns in enumerate(boxes.values()):
+            labels[row, list(columns)] = 1
         keyframes.append(AvaKeyframe(video_id, second, np.array(list(boxes), dtype=np.float32).reshape(-1, 4),
                                      labels))
     return keyframes
@@ -232,7 +310,7 @@ class AvaVideos:
 
     def __init__(self, files: dict[str, str] | None = None, frame_lists: dict[str, np.ndarray] | None = None,
                  frame_dir: str = "", first_second: float = 900.0, frame_rate: float = 30.0,
-                 backend: str = "decord") -> None:
+                 backend: str = "auto", device: str = "cpu") -> None:
         if (files is None) == (frame_lists is None):
             raise ValueError("AvaVideos needs either video files or frame lists")
         self.files = files
@@ -241,6 +319,7 @@ class AvaVideos:
         self.first_second = first_second
         self.frame_rate = frame_rate
         self.backend = backend
+        self.device = device
 
     @classmethod
     def from_cfg(cls, cfg: CfgNode, split: str) -> AvaVideos:
@@ -249,8 +328,10 @@ class AvaVideos:
         if bool(ava.VIDEO_DIR) == bool(ava.FRAME_DIR):
             raise ValueError("Set exactly one of AVA.VIDEO_DIR (one video file per id) and AVA.FRAME_DIR (frame "
                              f"folders); got VIDEO_DIR={ava.VIDEO_DIR!r}, FRAME_DIR={ava.FRAME_DIR!r}")
-        common = dict(first_second=ava.FIRST_SECOND, frame_rate=ava.FRAME_RATE, backend=cfg.DATA.DECODING_BACKEND)
+        common: dict[str, Any] = dict(first_second=ava.FIRST_SECOND, frame_rate=ava.FRAME_RATE)
         if ava.VIDEO_DIR:
+            backend, device = resolve_decoding(cfg.DATA.DECODING_BACKEND, cfg.DATA.DECODE_DEVICE)
+            common.update(backend=backend, device=device)
             return cls(files=find_video_files(ava.VIDEO_DIR), **common)
         lists = ava.TRAIN_LISTS if split == "train" else ava.TEST_LISTS
         frame_lists = read_frame_lists([os.path.join(ava.FRAME_LIST_DIR, name) for name in lists])
@@ -285,7 +366,7 @@ class AvaVideos:
                 raise VideoDecodeError(self.source(video_id), str(error)) from None
 
         if self.files is not None:
-            with open_video(self.files[video_id], backend=self.backend) as reader:
+            with open_video(self.files[video_id], backend=self.backend, device=self.device) as reader:
                 return reader.get_frames(indices_for(reader.fps, reader.num_frames).tolist())
         names = self.frame_lists[video_id]
         unique, inverse = np.unique(indices_for(self.frame_rate, len(names)), return_inverse=True)
@@ -459,7 +540,8 @@ def build_ava(cfg: CfgNode, split: str) -> AvaDataset:
     keyframes = read_box_lists(
         groundtruth=[annotation(n) for n in (ava.TRAIN_GT_BOX_LISTS if train else [])],
         detected=[annotation(n) for n in (ava.TRAIN_PREDICT_BOX_LISTS if train else ava.TEST_PREDICT_BOX_LISTS)],
-        score_thresh=ava.DETECTION_SCORE_THRESH, num_classes=cfg.MODEL.NUM_CLASSES, second_step=step)
+        score_thresh=ava.DETECTION_SCORE_THRESH, classes=ActionClasses.from_cfg(cfg), second_step=step,
+        seconds=keyframe_range(cfg))
     videos = AvaVideos.from_cfg(cfg, split)
     available = videos.video_ids()
     missing = sorted({k.video_id for k in keyframes} - available)

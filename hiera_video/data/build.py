@@ -12,7 +12,7 @@ from hiera_video.data.clip_dataset import ClipTransform, ViewPlanner
 from hiera_video.data.kinetics import build_kinetics, kinetics_views
 from hiera_video.data.loader import MP_CONTEXTS, ResumableSampler, build_loader, collate_samples
 from hiera_video.data.ssv2 import build_ssv2, ssv2_views
-from hiera_video.data.video_io import DECODER_LOG_LEVELS, FILE_BACKENDS
+from hiera_video.data.video_io import BACKEND_CHOICES, DECODE_DEVICES, DECODER_LOG_LEVELS
 from hiera_video.utils.distributed import DistContext
 
 # Dataset name (TRAIN.DATASET / TEST.DATASET) -> builder(cfg, split).
@@ -25,7 +25,8 @@ ViewPipeline = Callable[[CfgNode, str], tuple[ViewPlanner, ClipTransform]]
 VIDEO_VIEWS: dict[str, ViewPipeline] = {"kinetics": kinetics_views, "ssv2": ssv2_views}
 register_choices("TRAIN.DATASET", DATASETS)
 register_choices("TEST.DATASET", DATASETS)
-register_choices("DATA.DECODING_BACKEND", FILE_BACKENDS)
+register_choices("DATA.DECODING_BACKEND", BACKEND_CHOICES)
+register_choices("DATA.DECODE_DEVICE", DECODE_DEVICES)
 register_choices("DATA.DECODER_LOG_LEVEL", DECODER_LOG_LEVELS)
 register_choices("DATA_LOADER.MP_CONTEXT", MP_CONTEXTS)
 

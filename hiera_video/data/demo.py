@@ -1,12 +1,15 @@
 """The built-in demo dataset: small real mp4 videos whose class is the direction a texture moves.
 
-Each video shows a random, smooth, two-colour texture sliding left, right, up or down at a random speed from a
-random starting position. Texture, colours, position and speed are drawn per video, so a single frame says
-nothing about the class; only motion over time does. Because the classes are directions, horizontal flipping
-swaps "left" and "right": train on it with flipping off (DATA.RANDOM_FLIP False), as for SSv2.
+Each video shows a random, smooth, two-colour texture sliding left, right, up or down (and, with more than four
+classes, along the diagonals) at a random speed from a random starting position. Texture, colours, position and
+speed are drawn per video, so a single frame says nothing about the class; only motion over time does. A harder
+variant blends in a second, weaker texture moving along a random direction (`distractor`). Because the classes
+are directions, horizontal flipping swaps "left" and "right": train on it with flipping off (DATA.RANDOM_FLIP
+False), as for SSv2.
 
 Layout under `root` (Kinetics format, paths relative to root, so set DATA.PATH_PREFIX to root):
     train.csv val.csv test.csv       "<split>/<class>_<nnn>.mp4 <label>" lines
+    classes.txt                      the class names in label order (used when MODEL.CLASS_NAMES is empty)
     train/ val/ test/                the mp4 files (H.264, yuv420p)
     demo_dataset.json                the parameters; written last, marks a complete dataset
 """
@@ -19,10 +22,13 @@ import tempfile
 
 import numpy as np
 
+from hiera_video.data.class_names import CLASSES_FILE
 from hiera_video.data.video_io import write_video
 
-CLASS_NAMES = ("left", "right", "up", "down")
-DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}  # (dx, dy) on screen
+# The first four are the default demo; the diagonals make the harder one (8 classes). (dx, dy) on screen.
+DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1),
+              "up-left": (-1, -1), "down-right": (1, 1), "up-right": (1, -1), "down-left": (-1, 1)}
+CLASS_NAMES = tuple(DIRECTIONS)
 SPLITS = ("train", "val", "test")
 MANIFEST = "demo_dataset.json"
 SPEED_RANGE = (0.5, 1.0)  # pixels per frame
@@ -40,13 +46,24 @@ def _texture_spectrum(rng: np.random.Generator, period: int) -> np.ndarray:
 
 
 def render_moving_texture(
-    rng: np.random.Generator, direction: tuple[int, int], num_frames: int, size: int
+    rng: np.random.Generator, direction: tuple[int, int], num_frames: int, size: int, distractor: float = 0.0
 ) -> np.ndarray:
     """uint8 frames [num_frames, size, size, 3] of a random texture moving along `direction` (dx, dy).
 
     Shifts are sub-pixel exact: the texture is periodic (period 2 * size, so no wrap shows in the frame) and
-    is shifted by a phase ramp in the Fourier domain.
+    is shifted by a phase ramp in the Fourier domain. A diagonal direction moves at the same speed per axis.
+    With `distractor` > 0, a second random texture moving along a random one of the eight directions is blended
+    in with that weight (transparent motion): the class is the direction of the stronger layer.
     """
+    frames = _moving_texture(rng, direction, num_frames, size)
+    if distractor > 0:
+        other = DIRECTIONS[CLASS_NAMES[rng.integers(len(CLASS_NAMES))]]
+        frames = (1 - distractor) * frames + distractor * _moving_texture(rng, other, num_frames, size)
+    return np.round(frames).astype(np.uint8)
+
+
+def _moving_texture(rng: np.random.Generator, direction: tuple[int, int], num_frames: int, size: int) -> np.ndarray:
+    """float frames in [0, 255] of one texture layer (see render_moving_texture)."""
     period = 2 * size
     spectrum = _texture_spectrum(rng, period)[:, : period // 2 + 1]  # real texture: half the spectrum suffices
     speed = rng.uniform(*SPEED_RANGE)
@@ -60,11 +77,13 @@ def render_moving_texture(
     ramp_x = np.exp(2j * np.pi * np.fft.rfftfreq(period)[None] * x0)[:, None, :]
     texture = np.fft.irfft2(spectrum * ramp_y * ramp_x, s=(period, period))[:, :size, :size]
     level = np.clip(0.5 + texture / 4, 0.0, 1.0)[..., None]
-    return np.round(dark + level * (bright - dark)).astype(np.uint8)
+    return dark + level * (bright - dark)
 
 
-def _parameters(num_classes, train_per_class, val_per_class, test_per_class, num_frames, size, fps, seed) -> dict:
-    return {
+def _parameters(num_classes, train_per_class, val_per_class, test_per_class, num_frames, size, fps, seed,
+                distractor) -> dict:
+    # Recorded only when set, so folders written before the distractor existed still match their parameters.
+    return ({"distractor": distractor} if distractor else {}) | {
         "class_names": list(CLASS_NAMES[:num_classes]),
         "per_class": {"train": train_per_class, "val": val_per_class, "test": test_per_class},
         "num_frames": num_frames,
@@ -81,12 +100,15 @@ def _write_all(folder: str, params: dict) -> None:
         for label, name in enumerate(params["class_names"]):
             for i in range(params["per_class"][split]):
                 rng = np.random.default_rng((params["seed"], split_index, label, i))
-                frames = render_moving_texture(rng, DIRECTIONS[name], params["num_frames"], params["size"])
+                frames = render_moving_texture(rng, DIRECTIONS[name], params["num_frames"], params["size"],
+                                               params.get("distractor", 0.0))
                 relative = f"{split}/{name}_{i:03d}.mp4"
                 write_video(os.path.join(folder, relative), frames, fps=params["fps"])
                 lines.append(f"{relative} {label}\n")
         with open(os.path.join(folder, f"{split}.csv"), "w") as f:
             f.writelines(lines)
+    with open(os.path.join(folder, CLASSES_FILE), "w") as f:
+        f.writelines(f"{name}\n" for name in params["class_names"])
     with open(os.path.join(folder, MANIFEST), "w") as f:
         json.dump(params, f, indent=1)
 
@@ -138,6 +160,7 @@ def write_demo_dataset(
     size: int = 64,
     fps: int = 30,
     seed: int = 0,
+    distractor: float = 0.0,
 ) -> dict:
     """Write the demo dataset into `root` (created if missing, or an empty folder) and describe it.
 
@@ -149,12 +172,16 @@ def write_demo_dataset(
     """
     if not 2 <= num_classes <= len(CLASS_NAMES):
         raise ValueError(f"num_classes must lie in [2, {len(CLASS_NAMES)}], got {num_classes}")
+    if not 0.0 <= distractor < 0.5:
+        raise ValueError(f"distractor must lie in [0, 0.5), so the class's texture stays the stronger one; got "
+                         f"{distractor}")
     if size < 16 or size % 2:
         raise ValueError(f"size must be an even number >= 16, got {size}")
     if num_frames < 2 or min(train_per_class, val_per_class, test_per_class) < 1:
         raise ValueError("num_frames must be >= 2 and every split needs at least one video per class")
     root = os.path.abspath(root)
-    params = _parameters(num_classes, train_per_class, val_per_class, test_per_class, num_frames, size, fps, seed)
+    params = _parameters(num_classes, train_per_class, val_per_class, test_per_class, num_frames, size, fps, seed,
+                         distractor)
     if _check_existing(root, params):
         return _describe(root, params)
     parent = os.path.dirname(root)

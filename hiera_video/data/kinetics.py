@@ -10,7 +10,8 @@ from iopath.common.file_io import g_pathmgr
 
 from hiera_video.data import sampling, transforms
 from hiera_video.data.clip_dataset import ClipDataset, ClipTransform, VideoRecord, ViewPlanner
-from hiera_video.data.video_io import VideoReader
+from hiera_video.data.subset import class_balanced_indices, log_subset
+from hiera_video.data.video_io import VideoReader, resolve_decoding
 
 
 def read_video_list(csv_path: str, path_prefix: str, separator: str, num_classes: int) -> list[VideoRecord]:
@@ -91,5 +92,10 @@ def build_kinetics(cfg: CfgNode, split: str) -> ClipDataset:
     """The `split` ("train", "val" or "test") of a Kinetics-format dataset."""
     csv_path = os.path.join(cfg.DATA.PATH_TO_DATA_DIR, f"{split}.csv")
     records = read_video_list(csv_path, cfg.DATA.PATH_PREFIX, cfg.DATA.PATH_LABEL_SEPARATOR, cfg.MODEL.NUM_CLASSES)
-    return ClipDataset(records, *kinetics_views(cfg, split), backend=cfg.DATA.DECODING_BACKEND,
-                       replace_randomly=split == "train", name=csv_path)
+    if split == "train" and cfg.DATA.TRAIN_FRACTION < 1.0:
+        kept = class_balanced_indices([r.label for r in records], cfg.DATA.TRAIN_FRACTION, cfg.RNG_SEED)
+        log_subset(csv_path, len(records), len(kept), cfg.DATA.TRAIN_FRACTION, cfg.RNG_SEED)
+        records = [records[i] for i in kept]
+    backend, device = resolve_decoding(cfg.DATA.DECODING_BACKEND, cfg.DATA.DECODE_DEVICE)
+    return ClipDataset(records, *kinetics_views(cfg, split), backend=backend, replace_randomly=split == "train",
+                       name=csv_path, device=device)

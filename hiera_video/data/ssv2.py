@@ -37,7 +37,8 @@ from hiera_video.data.clip_dataset import ClipDataset, ClipTransform, VideoRecor
 from hiera_video.data.frame_lists import read_frame_list
 from hiera_video.data.kinetics import clip_transform
 from hiera_video.data.loader import SampleKey
-from hiera_video.data.video_io import VideoDecodeError, VideoReader
+from hiera_video.data.subset import class_balanced_indices, log_subset
+from hiera_video.data.video_io import VideoDecodeError, VideoReader, resolve_decoding
 from hiera_video.utils.reports import check_bad_fraction
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,11 @@ def read_label_map(path: str, num_classes: int) -> dict[str, int]:
             raise ValueError(f"{path}: class id {label} is used by both {owner[label]!r} and {template!r}")
         classes[template], owner[label] = label, template
     return classes
+
+
+def class_names_by_id(classes: dict[str, int]) -> list[str]:
+    """The class names of a label map (templates without brackets) in class-id order."""
+    return sorted(classes, key=classes.__getitem__)
 
 
 def template_class_name(template: str) -> str:
@@ -205,8 +211,8 @@ class SSv2Dataset(ClipDataset):
 
     def __init__(self, records: Sequence[VideoRecord], plan_views: ViewPlanner, transform: ClipTransform, backend: str,
                  replace_randomly: bool, name: str, entry_problems: dict[int, str],
-                 mirror: MirrorLabels | None = None) -> None:
-        super().__init__(records, plan_views, transform, backend, replace_randomly, name)
+                 mirror: MirrorLabels | None = None, device: str = "cpu") -> None:
+        super().__init__(records, plan_views, transform, backend, replace_randomly, name, device)
         self.entry_problems = dict(entry_problems)
         self.mirror = mirror
 
@@ -276,9 +282,15 @@ def build_ssv2(cfg: CfgNode, split: str) -> SSv2Dataset:
     _report_unusable(problems, records, split_file, cfg.DATA.MAX_BAD_FRACTION)
 
     train = split == "train"
+    if train and cfg.DATA.TRAIN_FRACTION < 1.0:  # from the usable entries only
+        usable_labels = [-1 if i in problems else record.label for i, record in enumerate(records)]
+        kept = class_balanced_indices(usable_labels, cfg.DATA.TRAIN_FRACTION, cfg.RNG_SEED)
+        log_subset(split_file, len(records), len(kept), cfg.DATA.TRAIN_FRACTION, cfg.RNG_SEED)
+        records, problems = [records[i] for i in kept], {}
     if train and cfg.DATA.RANDOM_FLIP:
         logger.warning("DATA.RANDOM_FLIP is ignored for Something-Something v2: a plain flip would swap left and "
                        "right without the label; use AUG.SSV2_FLIP_SWAP to flip and swap mirrored classes")
     mirror = mirror_labels(classes) if train and cfg.AUG.SSV2_FLIP_SWAP else None
-    return SSv2Dataset(records, *ssv2_views(cfg, split), backend=cfg.DATA.DECODING_BACKEND, replace_randomly=train,
-                       name=split_file, entry_problems=problems, mirror=mirror)
+    backend, device = resolve_decoding(cfg.DATA.DECODING_BACKEND, cfg.DATA.DECODE_DEVICE)
+    return SSv2Dataset(records, *ssv2_views(cfg, split), backend=backend, replace_randomly=train, name=split_file,
+                       entry_problems=problems, mirror=mirror, device=device)

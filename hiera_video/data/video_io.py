@@ -1,13 +1,16 @@
-"""Open videos and read frames by index: decord first, PyAV as fallback, or folders/lists of frame images.
+"""Open videos and read frames by index: torchcodec, decord or PyAV (the fallback), or frame images.
 
 This is the only module that touches decoders. Every reader returns RGB frames as a uint8 tensor [T, H, W, 3],
 decodes each requested frame once however often it is requested, and reports failures as VideoDecodeError
-naming the file. The decoders' own native logging (FFmpeg's, decord's) is silenced unless asked for: see
-set_decoder_log_level.
+naming the file. Backend "auto" (DATA.DECODING_BACKEND) picks torchcodec when it imports and loads FFmpeg's
+shared libraries, else decord, else PyAV, and logs its choice once per process (resolve_decoding). A file that
+torchcodec or decord cannot open is read with PyAV. The decoders' own native logging (FFmpeg's, decord's) is
+silenced unless asked for: see set_decoder_log_level.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -25,9 +28,11 @@ from torchvision.io import ImageReadMode, decode_image, read_file
 
 logger = logging.getLogger(__name__)
 
-# Decoders of video files (DATA.DECODING_BACKEND); "frames" reads folders or lists of frame images.
-FILE_BACKENDS = ("decord", "pyav")
-BACKENDS = (*FILE_BACKENDS, "frames")
+# Decoders of video files, in the order "auto" tries them; "frames" reads folders or lists of frame images.
+FILE_BACKENDS = ("torchcodec", "decord", "pyav")
+BACKEND_CHOICES = ("auto", *FILE_BACKENDS)  # DATA.DECODING_BACKEND
+BACKENDS = (*BACKEND_CHOICES, "frames")
+DECODE_DEVICES = ("cpu", "cuda")  # DATA.DECODE_DEVICE; "cuda" needs torchcodec
 ENCODERS = ("libx264", "mpeg4")
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # Native decoder log levels (FFmpeg's AV_LOG_* values): messages at the level or more severe get through.
@@ -54,7 +59,8 @@ def set_decoder_log_level(level: str) -> None:
 
     PyAV's FFmpeg messages go to the Python loggers "libav.*"; decord's FFmpeg and decord's own C++ messages
     print to stderr. "quiet" drops them all, as a broken file is reported anyway by the VideoDecodeError naming
-    it. The level is exported in the environment variable DECODER_LOG_ENV for child processes.
+    it. torchcodec keeps its FFmpeg silent at every level; its errors carry FFmpeg's reason instead. The level is
+    exported in the environment variable DECODER_LOG_ENV for child processes.
     """
     global _decoder_log_level
     if level not in DECODER_LOG_LEVELS:
@@ -83,6 +89,78 @@ def _ensure_decoder_log_level() -> None:
     if level not in DECODER_LOG_LEVELS:
         raise ValueError(f"{DECODER_LOG_ENV}={level!r}: expected one of {', '.join(DECODER_LOG_LEVELS)}")
     set_decoder_log_level(level)
+
+
+def backend_problem(backend: str) -> str | None:
+    """Why the file backend `backend` cannot decode in this process, or None when it can.
+
+    torchcodec (0.17) imports without FFmpeg (its image decoders need none) and then reports no FFmpeg version: it
+    needs FFmpeg's shared libraries (libavcodec, libavformat, ..., a major version it supports) on the library path.
+    Older releases load FFmpeg on import, so there an import is enough.
+    """
+    if backend == "pyav":
+        return None
+    try:  # anything can go wrong loading a native extension: a missing library, an ABI mismatch with torch
+        module = __import__(backend)
+    except Exception as error:
+        return f"{backend} does not import ({type(error).__name__}: {error})"
+    if backend == "torchcodec" and getattr(module, "ffmpeg_major_version", "loaded on import") is None:
+        return "torchcodec cannot load FFmpeg's shared libraries (libavcodec, libavformat, libavutil, ...)"
+    return None
+
+
+@functools.cache
+def auto_backend() -> str:
+    """The first of FILE_BACKENDS that works here; the choice (and why earlier ones were passed over) is logged
+    once per process."""
+    passed_over = []
+    for backend in FILE_BACKENDS:
+        problem = backend_problem(backend)
+        if problem is None:
+            break
+        passed_over.append(problem)
+    logger.info("Decoding videos with %s (DATA.DECODING_BACKEND auto)%s", _describe(backend),
+                "".join(f"; {problem}" for problem in passed_over))
+    return backend
+
+
+def _describe(backend: str) -> str:
+    if backend == "torchcodec":
+        import torchcodec
+
+        return f"torchcodec {torchcodec.__version__} on FFmpeg {getattr(torchcodec, 'ffmpeg_major_version', '?')}"
+    if backend == "decord":
+        import decord
+
+        return f"decord {decord.__version__}"
+    return f"PyAV {av.__version__}"
+
+
+def resolve_decoding(backend: str, device: str = "cpu") -> tuple[str, str]:
+    """DATA.DECODING_BACKEND and DATA.DECODE_DEVICE -> (a file backend, a torch device string), once per dataset.
+
+    "auto" becomes auto_backend(). An explicit "torchcodec" that cannot work is an error (an explicit "decord"
+    that does not import falls back to PyAV per file, as before). "cuda" becomes this process's current CUDA
+    device ("cuda:N", the rank's GPU), so data-loader workers decode on their rank's GPU; it needs torchcodec.
+    """
+    if backend not in BACKEND_CHOICES:
+        raise ValueError(f"DATA.DECODING_BACKEND: unknown backend {backend!r}; expected one of {BACKEND_CHOICES}")
+    if device not in DECODE_DEVICES:
+        raise ValueError(f"DATA.DECODE_DEVICE: unknown device {device!r}; expected one of {DECODE_DEVICES}")
+    if backend == "auto":
+        backend = auto_backend()
+    elif backend == "torchcodec":
+        problem = backend_problem(backend)
+        if problem is not None:
+            raise ValueError(f"DATA.DECODING_BACKEND torchcodec: {problem}; install FFmpeg's shared libraries "
+                             "(see the README, Decoding backends) or use DATA.DECODING_BACKEND auto")
+    if device == "cuda":
+        if backend != "torchcodec":
+            raise ValueError(f"DATA.DECODE_DEVICE cuda needs DATA.DECODING_BACKEND torchcodec, not {backend}")
+        if not torch.cuda.is_available():
+            raise ValueError("DATA.DECODE_DEVICE cuda, but no CUDA device is visible")
+        device = f"cuda:{torch.cuda.current_device()}"
+    return backend, device
 
 
 @contextlib.contextmanager
@@ -205,6 +283,60 @@ class DecordReader(VideoReader):
 
     def close(self) -> None:
         self._reader = None
+
+
+class TorchCodecReader(VideoReader):
+    """torchcodec.decoders.VideoDecoder (PyTorch's decoder, on the system's FFmpeg libraries).
+
+    Frame i is the i-th frame in presentation order, as decord counts: the decoder scans the file's packets when
+    it opens it ("exact" seek mode; about 50 ms for a 15-minute video, as long as decord's index), so frames are
+    found exactly in files whose header lists no count (Matroska, WebM). The frame count is the header's when it
+    has one, as decord and PyAV report it: a file cut short then fails on the frames it lacks (and is reported)
+    instead of passing for a shorter video. The frame rate is the header's average rate, as the others report.
+
+    With a CUDA `device` the frames are decoded by the GPU (NVDEC) and copied to host memory, so everything after
+    decoding stays as on the CPU: the one GPU code path of this module, not tested on CPU-only machines.
+    """
+
+    def __init__(self, path: str, num_threads: int = 1, device: str = "cpu"):
+        from torchcodec.decoders import VideoDecoder
+
+        _ensure_decoder_log_level()
+        self.path = path
+        try:
+            self._decoder = VideoDecoder(path, dimension_order="NHWC", num_ffmpeg_threads=num_threads, device=device,
+                                         seek_mode="exact")
+            metadata = self._decoder.metadata
+            self._frames_in_file = len(self._decoder)
+            self.num_frames = metadata.num_frames_from_header or self._frames_in_file
+            self.fps = float(metadata.average_fps_from_header or metadata.average_fps or 0.0)
+            first = self._decoder.get_frames_at([0]).data if self.num_frames else None
+        except (RuntimeError, ValueError) as error:
+            raise VideoDecodeError(path, f"torchcodec: {_torchcodec_reason(error)}") from error
+        if first is None:
+            raise VideoDecodeError(path, "torchcodec finds no frames in the video stream")
+        if not self.fps > 0:
+            raise VideoDecodeError(path, f"torchcodec reports an invalid frame rate {self.fps}")
+        self.height, self.width = first.shape[1:3]
+
+    def _read_sorted_unique(self, indices: np.ndarray) -> torch.Tensor:
+        if indices[-1] >= self._frames_in_file:
+            raise VideoDecodeError(self.path, f"the header lists {self.num_frames} frames, the file holds "
+                                   f"{self._frames_in_file} (cut short?): frame {indices[-1]} is missing")
+        try:
+            frames = self._decoder.get_frames_at(indices.tolist()).data
+        except (RuntimeError, ValueError) as error:
+            raise VideoDecodeError(self.path, f"torchcodec failed on frames {indices.tolist()}: "
+                                   f"{_torchcodec_reason(error)}") from error
+        return frames.cpu()  # no copy on the CPU; frames decoded by the GPU go to host memory
+
+    def close(self) -> None:
+        self._decoder = None
+
+
+def _torchcodec_reason(error: Exception) -> str:
+    """torchcodec's message without its C++ source location ("SingleStreamDecoder, /path/File.cpp:41, ")."""
+    return re.sub(r"^\w+, \S+:\d+, ", "", str(error).strip())
 
 
 # Frames a PyAV read decodes on from where the previous read stopped rather than seeking: a seek decodes from the
@@ -421,15 +553,18 @@ def list_frame_images(folder: str) -> list[str]:
 
 def open_video(
     path: str | Sequence[str],
-    backend: str = "decord",
+    backend: str = "auto",
     num_threads: int = 1,
     frames_fps: float = 30.0,
+    device: str = "cpu",
 ) -> VideoReader:
     """Open a video file, a folder of frame images, or an explicit list of frame image paths.
 
-    Files use `backend` "decord" (falling back to PyAV when decord cannot open the file or is not installed)
-    or "pyav". A folder or a list of paths is read as frame images (backend "frames"), at `frames_fps`.
-    `num_threads` is the decoder's thread count (1 suits data-loader workers).
+    Files use `backend`: "auto" (see resolve_decoding), "torchcodec" or "decord", each falling back to PyAV for a
+    file it cannot open (or when it is not installed), or "pyav". A folder or a list of paths is read as frame
+    images (backend "frames"), at `frames_fps`. `num_threads` is the decoder's thread count (1 suits data-loader
+    workers). A CUDA `device` ("cuda:N", from resolve_decoding) decodes with torchcodec on that GPU, without a
+    fallback: a GPU that cannot decode fails loudly instead of every file going to PyAV on the CPU.
     Raises VideoDecodeError (naming the file) when the video is missing, empty or has no decodable frame.
     """
     if backend not in BACKENDS:
@@ -447,20 +582,26 @@ def open_video(
         raise VideoDecodeError(path, "file not found")
     if os.path.getsize(path) == 0:
         raise VideoDecodeError(path, "file is empty")
+    if backend == "auto":
+        backend = auto_backend()
+    if device != "cpu":
+        if backend != "torchcodec":
+            raise ValueError(f"decoding on {device} needs the torchcodec backend, not {backend}")
+        return TorchCodecReader(path, num_threads=num_threads, device=device)
     if backend == "pyav":
         return PyAVReader(path, num_threads=num_threads)
     try:
-        return DecordReader(path, num_threads=num_threads)
+        return (TorchCodecReader if backend == "torchcodec" else DecordReader)(path, num_threads=num_threads)
     except ImportError:
-        logger.warning("decord is not installed; reading %s with PyAV", path)
+        logger.warning("%s is not installed; reading %s with PyAV", backend, path)
         return PyAVReader(path, num_threads=num_threads)
-    except VideoDecodeError as decord_error:
+    except VideoDecodeError as first_error:
         try:
             reader = PyAVReader(path, num_threads=num_threads)
         except VideoDecodeError as pyav_error:
-            raise VideoDecodeError(path, f"{decord_error.reason}; {pyav_error.reason}") from pyav_error
+            raise VideoDecodeError(path, f"{first_error.reason}; {pyav_error.reason}") from pyav_error
         # Debug level: this happens on every open of such a file (raw H.264 streams, some broken files).
-        logger.debug("decord could not open %s (%s); using PyAV", path, decord_error.reason)
+        logger.debug("%s could not open %s (%s); using PyAV", backend, path, first_error.reason)
         return reader
 
 

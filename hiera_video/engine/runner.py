@@ -53,10 +53,11 @@ def seed_process(cfg: CfgNode, rank: int) -> None:
 
 
 def prepare_demo_data(cfg: CfgNode, ctx: du.DistContext) -> None:
-    """With DATA.DEMO_DATASET, makes sure PATH_TO_DATA_DIR holds the demo videos of seed DATA.DEMO_SEED.
+    """With DATA.DEMO_DATASET, makes sure PATH_TO_DATA_DIR holds the demo videos of seed DATA.DEMO_SEED, with
+    MODEL.NUM_CLASSES directions and DATA.DEMO_DISTRACTOR.
 
-    Writes them into a missing or empty folder. A demo folder of this seed (any size) or a folder with a
-    train.csv of its own (a user's dataset) is used as it is; a demo folder of another seed is refused.
+    Writes them into a missing or empty folder. A demo folder with these settings (any size) or a folder with a
+    train.csv of its own (a user's dataset) is used as it is; a demo folder with other settings is refused.
     """
     root = cfg.DATA.PATH_TO_DATA_DIR
     if not cfg.DATA.DEMO_DATASET:
@@ -64,11 +65,16 @@ def prepare_demo_data(cfg: CfgNode, ctx: du.DistContext) -> None:
     manifest = read_manifest(root)
     if manifest is None and g_pathmgr.exists(os.path.join(root, "train.csv")):
         return
-    if manifest is not None and manifest["seed"] == cfg.DATA.DEMO_SEED:
+    wanted = {"seed": cfg.DATA.DEMO_SEED, "num_classes": cfg.MODEL.NUM_CLASSES,
+              "distractor": cfg.DATA.DEMO_DISTRACTOR}
+    if manifest is not None and wanted == {"seed": manifest["seed"], "num_classes": len(manifest["class_names"]),
+                                           "distractor": manifest.get("distractor", 0.0)}:
         return
     if ctx.is_main:
-        logger.info("Writing the demo dataset (DATA.DEMO_SEED %d) into %s", cfg.DATA.DEMO_SEED, root)
-        write_demo_dataset(root, seed=cfg.DATA.DEMO_SEED)
+        logger.info("Writing the demo dataset (DATA.DEMO_SEED %d, %d directions, DATA.DEMO_DISTRACTOR %g) into %s",
+                    cfg.DATA.DEMO_SEED, cfg.MODEL.NUM_CLASSES, cfg.DATA.DEMO_DISTRACTOR, root)
+        write_demo_dataset(root, num_classes=cfg.MODEL.NUM_CLASSES, seed=cfg.DATA.DEMO_SEED,
+                           distractor=cfg.DATA.DEMO_DISTRACTOR)
     du.barrier()
 
 

@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from hiera_video.evaluation.per_class import class_accuracy, topk_hits
+
 ENSEMBLE_METHODS = ("sum", "max")
 
 
@@ -29,13 +31,8 @@ def topk_correct(scores: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] =
     if scores.ndim != 2:
         raise ValueError(f"Scores must be [N, num_classes], got shape {tuple(scores.shape)}")
     num_rows, num_classes = scores.shape
-    labels = _hard_labels(labels, num_rows, num_classes).to(scores.device)
-    if any(k < 1 for k in ks):
-        raise ValueError(f"Every k must be >= 1, got {tuple(ks)}")
-    max_k = min(max(ks), num_classes)
-    top = scores.topk(max_k, dim=1).indices
-    hits = top == labels[:, None]
-    return [int(hits[:, :min(k, num_classes)].any(dim=1).sum()) for k in ks]
+    labels = _hard_labels(labels, num_rows, num_classes)
+    return [int(hits.sum()) for hits in topk_hits(scores, labels, ks)]
 
 
 def topk_errors(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> list[float]:
@@ -129,44 +126,43 @@ class MultiViewAggregator:
     def _scored(self) -> torch.Tensor:
         return self.view_counts > 0
 
+    def video_scores(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The videos with at least one view (indices [V], ascending) and their scores [V, C]: the mean probability
+        over the views for "sum", the maximum for "max". `finalize` and `per_video_predictions` use these numbers."""
+        videos = self._scored().nonzero().flatten()
+        scores = self.scores[videos]
+        if self.ensemble == "sum":
+            scores = scores / self.view_counts[videos, None]
+        return videos, scores
+
     def finalize(self) -> dict[str, Any]:
-        """Top-1/top-5 accuracy (%) over the labelled videos that got at least one view, their number, and how
-        many videos got fewer views than `num_views` (or none, when `num_views` is unknown)."""
+        """Top-1/top-5 accuracy (%) over the labelled videos that got at least one view, their number, the mean
+        over classes of the per-class top-1 accuracy (%), and how many videos got fewer views than `num_views`
+        (or none, when `num_views` is unknown)."""
         expected = self.num_views if self.num_views is not None else 1
-        evaluated = self._scored() & (self.labels >= 0)
+        videos, scores = self.video_scores()
+        labels = self.labels[videos]
+        evaluated = labels >= 0
         if not evaluated.any():
             raise ValueError("No labelled video has any view: nothing to evaluate")
-        top1, top5 = topk_correct(self.scores[evaluated], self.labels[evaluated], ks=(1, 5))
+        top1, top5 = topk_correct(scores[evaluated], labels[evaluated], ks=(1, 5))
         num = int(evaluated.sum())
         return {
             "top1_acc": 100.0 * top1 / num,
             "top5_acc": 100.0 * top5 / num,
+            "mean_class_acc": class_accuracy(scores, labels, ks=(1,)).mean_accuracy(1),
             "num_videos": num,
             "videos_with_missing_views": int((self.view_counts < expected).sum()),
         }
 
-    def video_scores(self) -> torch.Tensor:
-        """Per-video class scores [num_videos, num_classes]: the mean probability over the video's views for "sum",
-        the maximum for "max"; NaN for a video without views."""
-        if self.ensemble == "sum":
-            scores = self.scores / self.view_counts[:, None].clamp(min=1)
-        else:
-            scores = self.scores.clone()
-        scores[~self._scored()] = float("nan")
-        return scores
-
     def per_video_predictions(self) -> list[dict[str, Any]]:
-        """One row per video with views: `video` index, `label` (-1 unknown), `num_views` seen, the `top5`
-        classes and their `scores` (see `video_scores`)."""
-        k = min(5, self.num_classes)
-        all_scores = self.video_scores()
-        rows = []
-        for video in self._scored().nonzero().flatten().tolist():
-            views = int(self.view_counts[video])
-            top = all_scores[video].topk(k)
-            rows.append({"video": video, "label": int(self.labels[video]), "num_views": views,
-                         "top5": top.indices.tolist(), "scores": top.values.tolist()})
-        return rows
+        """One row per video with views (as `video_scores`): `video` index, `label` (-1 unknown), `num_views`
+        seen, the `top5` classes and their `scores`."""
+        videos, scores = self.video_scores()
+        top = scores.topk(min(5, self.num_classes), dim=1)
+        return [{"video": video, "label": int(self.labels[video]), "num_views": int(self.view_counts[video]),
+                 "top5": indices, "scores": values}
+                for video, indices, values in zip(videos.tolist(), top.indices.tolist(), top.values.tolist())]
 
     def state(self) -> dict[str, Any]:
         """Tensors describing everything aggregated so far (for gathering across ranks, or a checkpoint)."""

@@ -30,7 +30,7 @@ from hiera_video.data.build import video_views
 from hiera_video.data.clip_dataset import decode_clips
 from hiera_video.data.loader import start_method
 from hiera_video.data.preparation.common import remove_stale_temporaries
-from hiera_video.data.video_io import VideoDecodeError, open_video, set_decoder_log_level
+from hiera_video.data.video_io import VideoDecodeError, open_video, resolve_decoding, set_decoder_log_level
 from hiera_video.data.windows import Window, sliding_windows, window_clips
 from hiera_video.inference.inputs import Failure, VideoInput
 from hiera_video.models.build import build_model
@@ -124,6 +124,7 @@ class WindowChunks(IterableDataset):
     def __init__(self, cfg: CfgNode, jobs: Sequence[Job], window: float | None, stride: float | None,
                  chunk_clips: int) -> None:
         self.cfg, self.jobs = cfg, list(jobs)
+        self.backend, self.device = resolve_decoding(cfg.DATA.DECODING_BACKEND, cfg.DATA.DECODE_DEVICE)
         self.window, self.stride = window, stride
         self.chunk_clips = chunk_clips
 
@@ -140,7 +141,7 @@ class WindowChunks(IterableDataset):
     def _chunks(self, job: Job, plan_views, transform) -> Iterator[Chunk]:
         rng = np.random.default_rng(0)
         if self.window is None:  # the whole video, read as the test loop reads it
-            with open_video(job.video.path, backend=self.cfg.DATA.DECODING_BACKEND) as reader:
+            with open_video(job.video.path, backend=self.backend, device=self.device) as reader:
                 clips = decode_clips(reader, plan_views, transform, rng)
                 whole = Window(0.0, reader.duration, 0, reader.num_frames)
             yield Chunk(job.index, [whole], [clips], done=True)

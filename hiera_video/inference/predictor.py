@@ -21,12 +21,13 @@ from fvcore.common.config import CfgNode
 from hiera_video.config import load_config
 from hiera_video.data.build import video_views
 from hiera_video.data.clip_dataset import decode_clips
-from hiera_video.data.video_io import open_video
+from hiera_video.data.video_io import open_video, resolve_decoding
 from hiera_video.data.windows import Window, sliding_windows, window_clips
 from hiera_video.evaluation.classification import MultiViewAggregator
 from hiera_video.models.build import build_model
 from hiera_video.models.registry import model_spec
 from hiera_video.models.weights import LoadReport, load_pretrained, load_state_file
+from hiera_video.tasks.class_names import class_names as config_class_names
 from hiera_video.tasks.classification import view_scores
 from hiera_video.utils.amp import amp_context
 
@@ -86,7 +87,8 @@ class Predictor:
     (ours or an official one) or a state dict; None keeps the model as built (random weights, with a warning).
     `device` defaults to CUDA when available (autocast as TRAIN.MIXED_PRECISION says, as in the test loop), else
     the CPU. `batch_size` is clips per forward pass (default: the views of one video). `class_names` default to
-    the indices; `weights_name` names a state-dict `weights` in messages.
+    the config's (MODEL.CLASS_NAMES, else the dataset's), else the indices; `weights_name` names a state-dict
+    `weights` in messages. A weights file may be an official name, MODEL:CHECKPOINT (models.pretrained).
     """
 
     def __init__(self, cfg: CfgNode, weights: str | os.PathLike | Mapping[str, Any] | None = None,
@@ -97,6 +99,7 @@ class Predictor:
         self.cfg = cfg
         self.device = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
         self.plan_views, self.transform = video_views(cfg)
+        self.backend, self.decode_device = resolve_decoding(cfg.DATA.DECODING_BACKEND, cfg.DATA.DECODE_DEVICE)
         self.num_views = cfg.TEST.NUM_ENSEMBLE_VIEWS * cfg.TEST.NUM_SPATIAL_CROPS
         self.batch_size = batch_size or self.num_views
         if self.batch_size < 1:
@@ -104,7 +107,9 @@ class Predictor:
         self.model = build_model(cfg)
         self.weights = self._load(weights, weights_name)
         self.model.to(self.device).eval()
-        self.class_names = list(class_names) if class_names is not None else index_names(cfg.MODEL.NUM_CLASSES)
+        if class_names is None:
+            class_names = config_class_names(cfg) or index_names(cfg.MODEL.NUM_CLASSES)
+        self.class_names = list(class_names)
         if len(self.class_names) != cfg.MODEL.NUM_CLASSES:
             raise ValueError(f"{len(self.class_names)} class names for MODEL.NUM_CLASSES {cfg.MODEL.NUM_CLASSES}")
 
@@ -162,12 +167,14 @@ class Predictor:
                 part = slice(start, start + self.batch_size)
                 scores = view_scores(self.model, clips[part], self.device, amp_context(self.cfg, self.device))
                 aggregator.update(scores, group_index[part], view_index[part])
-        return aggregator.video_scores()
+        groups, scores = aggregator.video_scores()
+        assert len(groups) == len(clip_groups)  # every group has views
+        return scores
 
     def predict(self, path: str) -> Prediction:
         """Class scores of the video file (or frame folder) `path`: the test views, decoded in one pass, scored and
         ensembled as the test does. Raises data.video_io.VideoDecodeError when it cannot be decoded."""
-        with open_video(path, backend=self.cfg.DATA.DECODING_BACKEND) as reader:
+        with open_video(path, backend=self.backend, device=self.decode_device) as reader:
             clips = decode_clips(reader, self.plan_views, self.transform, np.random.default_rng(0))
             duration = reader.duration
         scores = self._ensemble([clips])[0].numpy()

@@ -74,8 +74,14 @@ def model_overrides(cfg: CfgNode) -> dict[str, Any]:
 
 
 def build_model(cfg: CfgNode) -> nn.Module:
-    """The model of MODEL.ARCH, sized by DATA.NUM_FRAMES x DATA.TRAIN_CROP_SIZE, with HIERA/MAE overrides."""
-    return create_model(cfg.MODEL.ARCH, **model_overrides(cfg))
+    """The model of MODEL.ARCH, sized by DATA.NUM_FRAMES x DATA.TRAIN_CROP_SIZE, with HIERA/MAE overrides (and a
+    frozen backbone for linear probing with MODEL.FREEZE_BACKBONE)."""
+    model = create_model(cfg.MODEL.ARCH, **model_overrides(cfg))
+    if cfg.MODEL.FREEZE_BACKBONE:
+        if not isinstance(model, Hiera):
+            raise ValueError(f"MODEL.FREEZE_BACKBONE trains a classifier's head; {cfg.MODEL.ARCH} has none")
+        model.freeze_backbone()
+    return model
 
 
 def build_detector(cfg: CfgNode) -> HieraActionDetector:

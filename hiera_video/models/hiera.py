@@ -528,7 +528,7 @@ class Hiera(HieraBackbone):
     def __init__(self, num_classes: int = 1000, head_dropout: float = 0.0, head_init_scale: float = 0.001, **backbone):
         super().__init__(**backbone)
         self.num_classes = num_classes
-        self.norm = nn.LayerNorm(self.out_dim, eps=LAYER_NORM_EPS)
+        self.norm: nn.Module = nn.LayerNorm(self.out_dim, eps=LAYER_NORM_EPS)
         self.head = Head(self.out_dim, num_classes, dropout_rate=head_dropout)
         self.norm.apply(init_hiera_weights)
         self.head.apply(init_hiera_weights)
@@ -552,6 +552,24 @@ class Hiera(HieraBackbone):
         if mask is None:
             out = self.head(self.norm(out.mean(dim=1)))
         return (out, intermediates) if return_intermediates else out
+
+    def freeze_backbone(self) -> None:
+        """Linear probing (the MAE recipe): everything but the head is frozen and stays in eval mode (no drop path),
+        and the head's LayerNorm becomes a BatchNorm without affine parameters, which standardises each feature
+        over the batch before the linear layer."""
+        self.norm = nn.BatchNorm1d(self.out_dim, affine=False, eps=1e-6)
+        for name, parameter in self.named_parameters():
+            parameter.requires_grad_(name.startswith("head."))
+        self._backbone_frozen = True
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> Hiera:
+        super().train(mode)
+        if getattr(self, "_backbone_frozen", False):
+            for name, child in self.named_children():
+                if name not in ("norm", "head"):
+                    child.eval()
+        return self
 
 
 # ----------------------------------------------------------------------------------------------------------------

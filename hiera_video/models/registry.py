@@ -9,9 +9,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import logging
 from typing import Any, Callable, TypeVar
 
 from torch import nn
+
+from hiera_video.models.pretrained import pretrained_weights
+
+logger = logging.getLogger(__name__)
 
 Constructor = TypeVar("Constructor", bound=Callable[..., nn.Module])
 
@@ -83,9 +88,12 @@ def model_spec(name: str) -> ModelSpec:
     return _MODELS[name]
 
 
-def create_model(name: str, **overrides: Any) -> nn.Module:
+def create_model(name: str, pretrained: bool | str = False, **overrides: Any) -> nn.Module:
     """Build the registered model `name`, with keyword overrides of any hyper-parameter.
 
+    `pretrained`: True loads the model's default official weights, a string one of its official checkpoints
+    (`"mae_k400"`), a path or any MODEL:CHECKPOINT name (downloaded once into the torch hub cache; see
+    pretrained.py). Loading goes through weights.load_pretrained, so a head of another `num_classes` starts fresh.
     An override the model does not accept raises TypeError naming it (and the closest valid names).
     """
     spec = model_spec(name)
@@ -95,4 +103,10 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
             close = difflib.get_close_matches(key, valid, n=3)
             hint = f"; did you mean {close}?" if close else f"; valid: {sorted(valid)}"
             raise TypeError(f"{name}: unknown override {key!r}{hint}")
-    return spec.cls(**{**spec.defaults, **overrides})
+    model = spec.cls(**{**spec.defaults, **overrides})
+    if pretrained is not False:
+        from hiera_video.models.weights import load_pretrained  # here: weights.py imports hiera.py, which imports us
+
+        path = pretrained_weights(name, pretrained)
+        logger.info("%s: weights from %s: %s", name, path, load_pretrained(model, path).summary())
+    return model

@@ -18,6 +18,7 @@ from iopath.common.file_io import g_pathmgr
 from torch import nn
 
 from hiera_video.models.hiera import HieraBackbone
+from hiera_video.models.pretrained import resolve_weights
 from hiera_video.utils.wrappers import strip_ddp_prefix, unwrap_model
 
 RESIZABLE_KEYS = ("pos_embed_spatial", "pos_embed_temporal", "pos_embed")
@@ -55,14 +56,20 @@ def _group_by_module(keys: list[str]) -> str:
 
 
 def load_state_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a torch file (any iopath path) on the CPU with `weights_only=True`; errors name the path."""
+    """Read a torch file on the CPU with `weights_only=True`; errors name the path.
+
+    `path`: any iopath path, or an official name MODEL:CHECKPOINT (`hiera_base_16x224:mae_k400_ft_k400`),
+    downloaded once into the torch hub cache (pretrained.resolve_weights).
+    """
+    spec, path = os.fspath(path), resolve_weights(path)
     try:
-        with g_pathmgr.open(str(path), "rb") as f:
+        with g_pathmgr.open(path, "rb") as f:
             return torch.load(f, map_location="cpu", weights_only=True)
     except FileNotFoundError as err:
         raise FileNotFoundError(f"weights file not found: {path}") from err
     except Exception as err:  # unpickling/format errors come in many types; add the path to any of them
-        raise ValueError(f"cannot read {path} as a weights-only torch file: {err}") from err
+        again = f" (the download of {spec}: delete it to download it again)" if path != spec else ""
+        raise ValueError(f"cannot read {path}{again} as a weights-only torch file: {err}") from err
 
 
 def extract_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:

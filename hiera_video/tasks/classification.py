@@ -7,6 +7,7 @@ import logging
 import os
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,7 +15,9 @@ from torch import nn
 from hiera_video.config import register_choices
 from hiera_video.data.mixup import MixupCutmix
 from hiera_video.evaluation.classification import ENSEMBLE_METHODS, MultiViewAggregator, topk_errors
+from hiera_video.evaluation.score_file import SCORES_FILE, VideoScores, save_test_scores
 from hiera_video.tasks.base import Task
+from hiera_video.tasks.class_names import class_names
 from hiera_video.utils import distributed as du
 from hiera_video.utils.atomic import atomic_open
 from hiera_video.utils.progress import ProgressReporter
@@ -55,6 +58,7 @@ class ClassificationTask(Task):
             mixup_alpha=cfg.MIXUP.ALPHA, cutmix_alpha=cfg.MIXUP.CUTMIX_ALPHA, prob=cfg.MIXUP.PROB,
             switch_prob=cfg.MIXUP.SWITCH_PROB, label_smoothing=cfg.MIXUP.LABEL_SMOOTH_VALUE,
             num_classes=self.num_classes) if cfg.MIXUP.ENABLE else None
+        self.class_names = class_names(cfg)  # resolved (and checked) before any training
 
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         video, labels = batch["video"], batch["label"]
@@ -88,7 +92,8 @@ class ClassificationTask(Task):
 
     @torch.no_grad()
     def test(self, model: nn.Module) -> dict[str, Any]:
-        """Multi-view test: softmax scores of all views summed (or maxed) per video; writes per-video results."""
+        """Multi-view test: softmax scores of all views summed (or maxed) per video; writes per-video results
+        (test_predictions.csv with class names, test_scores.npz with every class's score)."""
         cfg = self.cfg
         model.eval()
         loader = self.loader("test")
@@ -116,15 +121,40 @@ class ClassificationTask(Task):
         results = aggregator.finalize()
         results["bad_videos"] = len(bad_all)
         self._write_predictions(aggregator, dataset)
+        self._write_scores(aggregator, dataset)
         return results
+
+    def _display_names(self) -> list[str]:
+        """The class names, or the class indices as text when the config names no classes."""
+        return self.class_names or [str(index) for index in range(self.num_classes)]
 
     def _write_predictions(self, aggregator: MultiViewAggregator, dataset) -> None:
         path = os.path.join(self.cfg.OUTPUT_DIR, self.cfg.TEST.SAVE_RESULTS_PATH or "test_predictions.csv")
-        rows = aggregator.per_video_predictions()
+        names = self._display_names()
         with atomic_open(path, "w") as f:
             writer = csv.writer(f)
-            writer.writerow(["video", "label", "pred_top5", "score_top5", "num_views"])
-            for row in rows:
-                writer.writerow([dataset.records[row["video"]].video_id, row["label"], " ".join(map(str, row["top5"])),
+            writer.writerow(["video", "label", "label_name", "pred_top5", "pred_names_top5", "score_top5",
+                             "num_views"])
+            for row in aggregator.per_video_predictions():
+                label = row["label"]
+                writer.writerow([dataset.records[row["video"]].video_id, label, names[label] if label >= 0 else "",
+                                 " ".join(map(str, row["top5"])), "|".join(names[c] for c in row["top5"]),
                                  " ".join(f"{s:.5f}" for s in row["scores"]), row["num_views"]])
         logger.info("Wrote per-video predictions to %s", path)
+
+    def _write_scores(self, aggregator: MultiViewAggregator, dataset) -> None:
+        videos, scores = aggregator.video_scores()
+        records = [dataset.records[video] for video in videos.tolist()]
+        path = os.path.join(self.cfg.OUTPUT_DIR, SCORES_FILE)
+        save_test_scores(path, VideoScores(
+            video_ids=np.array([record.video_id for record in records], dtype=str),
+            paths=np.array([_video_path(record.source) for record in records], dtype=str),
+            labels=aggregator.labels[videos].numpy(), scores=scores.numpy(),
+            num_views=aggregator.view_counts[videos].numpy(), class_names=np.array(self._display_names(), dtype=str),
+            dataset=self.cfg.TEST.DATASET, ensemble=aggregator.ensemble))
+        logger.info("Wrote the scores of %d videos x %d classes to %s", len(records), self.num_classes, path)
+
+
+def _video_path(source: str | tuple[str, ...]) -> str:
+    """A video file, or the folder of a video's frame files."""
+    return source if isinstance(source, str) else os.path.dirname(source[0])

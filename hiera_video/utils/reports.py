@@ -11,6 +11,10 @@ class BadRowReport:
     """Rows of one file with unusable values, logged as one warning per problem: the count and the first few
     `file:line` locations (a box list can have thousands of bad rows; a warning each would bury the log)."""
 
+    # Warnings logged with once=True by this process: a file read again (AVA's detected boxes, for the validation
+    # and the test split) is reported the first time only.
+    _logged_once: set[str] = set()
+
     def __init__(self, path: str) -> None:
         self.path = path
         self._counts: dict[str, int] = {}
@@ -27,13 +31,18 @@ class BadRowReport:
         shown = self._locations.setdefault(problem, [])
         shown.extend(f"{self.path}:{line} ({detail})" for line, detail in locations[:LOCATIONS_SHOWN - len(shown)])
 
-    def log(self, log: logging.Logger) -> None:
-        """One warning per problem: `<path>: <problem>: <count> row(s): <locations>[, and N more]`."""
+    def log(self, log: logging.Logger, once: bool = False) -> None:
+        """One warning per problem: `<path>: <problem>: <count> row(s): <locations>[, and N more]`; with `once`,
+        not when this process logged the same warning before."""
         for problem, count in self._counts.items():
             shown = self._locations[problem]
             more = f", and {count - len(shown)} more" if count > len(shown) else ""
-            log.warning("%s: %s: %d row%s: %s%s", self.path, problem, count, "" if count == 1 else "s",
-                        ", ".join(shown), more)
+            message = f"{self.path}: {problem}: {count} row{'' if count == 1 else 's'}: {', '.join(shown)}{more}"
+            if once:
+                if message in BadRowReport._logged_once:
+                    continue
+                BadRowReport._logged_once.add(message)
+            log.warning("%s", message)
 
 
 def check_bad_fraction(bad: int, total: int, max_fraction: float, description: str) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hiera_video.data.preparation.common import DONE, FAILED, Outcome, csv_text, run_jobs, write_text_atomic
-from hiera_video.data.video_io import VideoDecodeError, open_video
+from hiera_video.data.video_io import VideoDecodeError, open_video, resolve_decoding
 
 DECODE_MODES = ("header", "full")
 BAD_FILE = "bad_videos.csv"
@@ -117,12 +117,14 @@ def write_clean_list(list_path: str, lines: Sequence[ListLine], bad: set[str], r
 
 
 def check_lists(folder: str, splits: Sequence[str] = ("train", "val", "test"), path_prefix: str | None = None,
-                decode: str = "header", workers: int = 1, separator: str = " ", backend: str = "decord",
+                decode: str = "header", workers: int = 1, separator: str = " ", backend: str = "auto",
                 replace: bool = False) -> CheckReport:
     """Check every video of the lists in `folder` (paths relative to `path_prefix`, default `folder`) and write
-    bad_videos.csv and the cleaned lists there."""
+    bad_videos.csv and the cleaned lists there. `backend` is a DATA.DECODING_BACKEND value ("auto" is resolved
+    once, here, and logged)."""
     if decode not in DECODE_MODES:
         raise ValueError(f"--decode must be one of {', '.join(DECODE_MODES)}, got {decode!r}")
+    backend, _ = resolve_decoding(backend)
     prefix = folder if path_prefix is None else path_prefix
     lists = {path: parse_list(path, separator) for path in find_lists(folder, splits)}
     malformed = [Outcome(f"{os.path.basename(p)}:{line.number}", FAILED, "malformed line",

@@ -6,8 +6,9 @@
     prepare_data.py ava-cut MOVIES DST
     prepare_data.py ava-frames VIDEOS DST --fps 30 (--annotation-dir DIR | --train-list F --val-list F)
 
-Every subcommand takes --workers N (default: the usable CPU cores), shows a progress bar on a terminal, skips
-outputs finished by an earlier run, lists bad inputs instead of stopping, and prints a summary. The exit status is
+Every subcommand but csv (which only lists file names, with nothing to share out) takes --workers N (default: the
+usable CPU cores) and shows a progress bar on a terminal; all skip outputs finished by an earlier run, list bad
+inputs instead of stopping, and print a summary. The exit status is
 0 when the run completed (even with failed inputs, which the summary counts and a CSV lists), 2 when it could
 not start (a missing folder, a malformed annotation file) and 130 when interrupted.
 """
@@ -21,7 +22,7 @@ from typing import Callable
 
 from hiera_video.data.preparation import ava, check, lists, resize
 from hiera_video.data.preparation.common import codec_threads, default_workers, summary
-from hiera_video.data.video_io import BACKENDS
+from hiera_video.data.video_io import BACKEND_CHOICES
 
 
 def _split_names(text: str) -> list[str]:
@@ -133,8 +134,7 @@ def _csv_parser(sub) -> None:
                                                                    "youtube_id,time_start,time_end,split)")
     p.add_argument("--classes", metavar="FILE", help="class names in label order, one per line (default: the "
                                                      "sorted names found)")
-    _add_parallel(p, threads=False)  # accepted for a uniform command line; listing files needs no workers
-    p.set_defaults(run=run_csv)
+    p.set_defaults(run=run_csv)  # no --workers: listing names is one walk of the folder tree, seconds for 650k videos
 
 
 def _check_parser(sub) -> None:
@@ -146,8 +146,10 @@ def _check_parser(sub) -> None:
     p.add_argument("--path-prefix", default=None, help="folder the listed paths are relative to (default: DIR)")
     p.add_argument("--splits", type=_split_names, default=["train", "val", "test"], help="lists to check")
     p.add_argument("--separator", default=" ", help="path/label separator (DATA.PATH_LABEL_SEPARATOR)")
-    p.add_argument("--backend", choices=[b for b in BACKENDS if b != "frames"], default="decord",
-                   help="reader backend, as DATA.DECODING_BACKEND (default decord, falling back to PyAV)")
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
+                   help="reader backend, as DATA.DECODING_BACKEND (default auto: torchcodec if it finds FFmpeg's "
+                        "libraries, else decord, else PyAV; torchcodec and decord fall back to PyAV for a file they "
+                        "cannot open)")
     p.add_argument("--replace", action="store_true", help="write the cleaned lists as <split>.csv, keeping the "
                                                           "originals as <split>.orig.csv (default: "
                                                           "<split>.clean.csv)")

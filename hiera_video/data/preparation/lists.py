@@ -20,12 +20,12 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from hiera_video.data.class_names import CLASSES_FILE, class_key, display_name, read_class_names
 from hiera_video.data.preparation.common import VIDEO_EXTENSIONS, csv_text, find_videos, write_text_atomic
 
 SPLITS = ("train", "val", "test")
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "validate": "val", "validation": "val",
                "test": "test", "testing": "test"}
-CLASSES_FILE = "classes.txt"
 MISSING_FILE = "missing_videos.csv"
 ANNOTATION_COLUMNS = ("youtube_id", "time_start", "time_end", "split")
 # Which source extension wins when a video exists in several containers.
@@ -67,15 +67,6 @@ class VideoLists:
     from_annotations: bool = False
 
 
-def class_key(name: str) -> str:
-    """The spelling-independent identity of a class name: quotes stripped, underscores read as spaces."""
-    return " ".join(name.strip().strip("\"'").replace("_", " ").split())
-
-
-def _display_name(name: str) -> str:
-    return name.strip().strip("\"'")
-
-
 def _video_files(folder: str) -> list[str]:
     return sorted(n for n in os.listdir(folder) if not n.startswith(".") and n.lower().endswith(VIDEO_EXTENSIONS)
                   and os.path.isfile(os.path.join(folder, n)))
@@ -107,7 +98,7 @@ def scan_class_folders(root: str, folder: str, split: str, notes: list[str]) -> 
     for class_folder in _subfolders(base):
         for name in _video_files(os.path.join(base, class_folder)):
             path = "/".join(p for p in (folder, class_folder, name) if p)
-            videos.append(Video(split, path, _display_name(class_folder)))
+            videos.append(Video(split, path, display_name(class_folder)))
     loose = _video_files(base)
     if loose:
         notes.append(f"{len(loose)} video files directly in {base} have no class folder and are not listed "
@@ -208,17 +199,6 @@ def videos_from_annotations(root: str, annotation_files: Sequence[str],
 # ----------------------------------------------------------------------------------------------- classes
 
 
-def read_classes_file(path: str) -> list[str]:
-    """Class names in label order, one per line (blank lines ignored)."""
-    with open(path, encoding="utf-8") as f:
-        names = [_display_name(line) for line in f if line.strip()]
-    keys = [class_key(n) for n in names]
-    repeated = sorted({k for k in keys if keys.count(k) > 1})
-    if repeated:
-        raise ValueError(f"{path}: classes listed twice: {', '.join(repeated[:5])}")
-    return names
-
-
 def class_order(names: Sequence[str], fixed: Sequence[str] | None = None, fixed_source: str = "") -> list[str]:
     """The label order: `fixed` (a classes file) if given, which must cover every name, else the names sorted
     (one spelling per class: the first in sorted order)."""
@@ -259,7 +239,7 @@ def collect(root: str, splits: Sequence[str] = SPLITS, val_fraction: float = 0.1
             notes.append(f"no split folders in {root}: classes split into train and val with --val-fraction "
                          f"{val_fraction:g} --seed {seed}")
         names = [v.class_name for v in videos]
-    fixed = read_classes_file(classes_file) if classes_file else None
+    fixed = read_class_names(classes_file) if classes_file else None
     classes = class_order(names, fixed, classes_file or "")
     by_split = {s: sorted((v for v in videos if v.split == s), key=lambda v: v.path) for s in splits}
     missing = [m for m in missing if m.split in splits]

@@ -15,6 +15,7 @@ from iopath.common.file_io import g_pathmgr
 
 from hiera_video.evaluation.ava.csv_rows import AvaFormatError, KeyframeIndex, Rows, parsed_chunks
 from hiera_video.evaluation.ava.keep import keep_like_official
+from hiera_video.utils import labelmap as labelmap_file
 from hiera_video.utils.reports import BadRowReport
 
 DETECTIONS_PER_KEYFRAME = 50  # the official cap, across classes
@@ -39,33 +40,12 @@ class AvaBoxes:
 
 
 def read_labelmap(path: str) -> tuple[list[dict], set[int]]:
-    """Label map pbtxt -> ([{"id", "name"}, ...], set of ids), parsed line by line like the official reader.
-
-    A line starting with two spaces and `name:` sets the name; one starting with `  id:` or `  label_id:` emits
-    an entry. Both `item { name / id }` (the 60-class list) and `label { name / label_id / label_type }` (the full
-    80-class list) work.
-    """
-    labelmap: list[dict] = []
-    name = ""
-    with g_pathmgr.open(path, "r", encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
-            if line.startswith("  name:"):
-                parts = line.split('"')
-                if len(parts) < 3:
-                    raise AvaFormatError(f"{path}:{line_number}: name is not in double quotes: {line.strip()!r}")
-                name = parts[1]
-            elif line.startswith("  id:") or line.startswith("  label_id:"):
-                try:
-                    class_id = int(line.strip().split(" ")[-1])
-                except ValueError:
-                    raise AvaFormatError(f"{path}:{line_number}: class id is not an integer: {line.strip()!r}") \
-                        from None
-                if class_id < 1:
-                    raise AvaFormatError(f"{path}:{line_number}: class ids must be >= 1, got {class_id}")
-                labelmap.append({"id": class_id, "name": name})
-    if not labelmap:
-        raise AvaFormatError(f"{path}: no class ids found (expected lines like '  id: 1' or '  label_id: 1' "
-                             "indented by exactly two spaces)")
+    """Label map pbtxt -> ([{"id", "name"}, ...], set of ids), as hiera_video.utils.labelmap reads it; a malformed
+    file raises AvaFormatError (naming the file and line) like the other AVA files."""
+    try:
+        labelmap = labelmap_file.read_labelmap(path)
+    except ValueError as error:
+        raise AvaFormatError(str(error)) from None
     return labelmap, {entry["id"] for entry in labelmap}
 
 
