@@ -259,3 +259,19 @@ def test_overlays_into_a_folder_skip_a_broken_video(demo, tmp_path, capsys):
     with av.open(str(overlays / os.path.basename(demo.videos[0]))) as container:
         assert sum(1 for _ in container.decode(video=0)) == 48
     assert "failed: " + broken in capsys.readouterr().out
+
+
+def test_weights_by_official_name_from_a_mirror(demo, tmp_path, monkeypatch, capsys):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    shutil.copy(demo.weights, mirror / "hiera_base_16x224.pth")  # the official file name of that checkpoint
+    monkeypatch.setenv("HIERA_VIDEO_WEIGHTS_URL", mirror.as_uri() + "/")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    report = tmp_path / "named.json"
+    assert predict_main(["--cfg", DEMO_CFG, "--weights", "hiera_base_16x224:mae_k400_ft_k400", "--input",
+                         demo.videos[0], *demo.opts, "--json", str(report)]) == 0
+    assert (tmp_path / "torch_home" / "hub" / "checkpoints" / "hiera_base_16x224.pth").is_file()  # cached
+    [video] = json.loads(report.read_text())["videos"]
+    expected = Predictor(demo.cfg, demo.weights).predict(demo.videos[0]).top_k(5)
+    assert [(c["label"], c["name"]) for c in video["top_k"]] == [(c.label, c.name) for c in expected]
+    assert video["top_k"][0]["name"] in ("left", "right", "up", "down")

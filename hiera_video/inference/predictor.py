@@ -185,9 +185,9 @@ class Predictor:
         scored like a whole test video, yielded in order as they are computed.
 
         Streaming: only the frames of the windows in flight are held, and the video is read forward once with PyAV
-        whatever DATA.DECODING_BACKEND says (decord re-seeks for every window, and its memory grows with the
-        length of the video when another decoder, the overlay's, runs in the same process). Both give the same
-        frames for common H.264 video."""
+        whatever DATA.DECODING_BACKEND says: the random-access decoders seek for every window, and decord's memory
+        grew with the length of the video when the overlay's decoder ran in the same process (PyAV's stayed flat).
+        The decoders give the same frames for common H.264 video."""
         with open_video(path, backend="pyav") as reader:
             windows = sliding_windows(reader.num_frames, reader.fps, window, stride)
             pending: list[tuple[Window, torch.Tensor]] = []
