@@ -28,6 +28,7 @@ setup(
         "tqdm>=4.64",
         "filelock>=3.0",
         "matplotlib>=3.6",
+        "pillow>=10.1",  # the overlay font of tools/predict.py (ImageFont.load_default(size=...))
     ],
     entry_points={
         "console_scripts": [  # the same tools as `python tools/<name>.py` in a clone
@@ -40,6 +41,8 @@ setup(
             "hiera-visualize-mae = hiera_video.cli.visualize_mae:main",
             "hiera-prepare-data = hiera_video.data.preparation.cli:main",
             "hiera-analyze-predictions = hiera_video.cli.analyze_predictions:main",
+            "hiera-predict = hiera_video.cli.predict:main",
+            "hiera-extract-features = hiera_video.cli.extract_features:main",
         ],
     },
     extras_require={

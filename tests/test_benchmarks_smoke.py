@@ -83,3 +83,14 @@ def test_ava_eval_speed_runs_the_cli_on_generated_sets(tmp_path):
     for row in rows:
         assert 0.0 < float(row.split()[-1]) <= 1.0  # the mAP the CLI printed
     assert "keyframes" in summary_line(output)
+
+
+def test_feature_speed_times_extraction_and_the_bare_model_on_the_same_clips(tmp_path):
+    output = run_benchmark("feature_speed.py", "--smoke", "--threads", "1", "--data-dir", str(tmp_path))
+    assert len(list(tmp_path.rglob("*.mp4"))) == 2
+    rows = {line.split()[0] + (" " + line.split()[1] if line.split()[1] == "only" else ""): line.split()
+            for line in output.splitlines() if line.startswith(("extraction ", "model only ", "decode only "))}
+    assert sorted(rows) == ["decode only", "extraction", "model only"]
+    extraction, model = float(rows["extraction"][1]), float(rows["model only"][2])
+    assert extraction > 0 and model > 0 and float(rows["extraction"][3]) == pytest.approx(extraction / model, abs=0.01)
+    assert re.search(r"extraction \S+ clips/s = \d+% of the bare model's", summary_line(output))

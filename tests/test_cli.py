@@ -26,7 +26,8 @@ with open(os.path.join(REPO, "README.md")) as _readme:
 CONSOLE_SCRIPTS = {"hiera-run": "run_net", "hiera-submit": "submit", "hiera-ava-eval": "ava_eval",
                    "hiera-model-info": "model_info", "hiera-plot-logs": "plot_logs",
                    "hiera-visualize-ava": "visualize_ava", "hiera-visualize-mae": "visualize_mae",
-                   "hiera-analyze-predictions": "analyze_predictions"}
+                   "hiera-analyze-predictions": "analyze_predictions",
+                   "hiera-predict": "predict", "hiera-extract-features": "extract_features"}
 
 
 def run_tool(*args, cwd=REPO):

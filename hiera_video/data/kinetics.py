@@ -9,7 +9,7 @@ from fvcore.common.config import CfgNode
 from iopath.common.file_io import g_pathmgr
 
 from hiera_video.data import sampling, transforms
-from hiera_video.data.clip_dataset import ClipDataset, VideoRecord
+from hiera_video.data.clip_dataset import ClipDataset, ClipTransform, VideoRecord, ViewPlanner
 from hiera_video.data.subset import class_balanced_indices, log_subset
 from hiera_video.data.video_io import VideoReader, resolve_decoding
 
@@ -82,6 +82,12 @@ def clip_transform(cfg: CfgNode, split: str, allow_flip: bool = True):
         for crop in transforms.spatial_crops(frames, cfg.DATA.TEST_CROP_SIZE, cfg.TEST.NUM_SPATIAL_CROPS)])
 
 
+def kinetics_views(cfg: CfgNode, split: str) -> tuple[ViewPlanner, ClipTransform]:
+    """How the `split` turns one video into its clips: the frame indices of each view and their transform."""
+    num_clips = cfg.AUG.NUM_SAMPLE if split == "train" else 1
+    return clip_planner(cfg, split, num_clips), clip_transform(cfg, split)
+
+
 def build_kinetics(cfg: CfgNode, split: str) -> ClipDataset:
     """The `split` ("train", "val" or "test") of a Kinetics-format dataset."""
     csv_path = os.path.join(cfg.DATA.PATH_TO_DATA_DIR, f"{split}.csv")
@@ -90,7 +96,6 @@ def build_kinetics(cfg: CfgNode, split: str) -> ClipDataset:
         kept = class_balanced_indices([r.label for r in records], cfg.DATA.TRAIN_FRACTION, cfg.RNG_SEED)
         log_subset(csv_path, len(records), len(kept), cfg.DATA.TRAIN_FRACTION, cfg.RNG_SEED)
         records = [records[i] for i in kept]
-    num_clips = cfg.AUG.NUM_SAMPLE if split == "train" else 1
     backend, device = resolve_decoding(cfg.DATA.DECODING_BACKEND, cfg.DATA.DECODE_DEVICE)
-    return ClipDataset(records, clip_planner(cfg, split, num_clips), clip_transform(cfg, split), backend=backend,
-                       replace_randomly=split == "train", name=csv_path, device=device)
+    return ClipDataset(records, *kinetics_views(cfg, split), backend=backend, replace_randomly=split == "train",
+                       name=csv_path, device=device)

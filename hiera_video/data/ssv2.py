@@ -191,6 +191,14 @@ def segment_planner(num_segments: int, split: str, num_train_clips: int, num_tes
     return plan
 
 
+def ssv2_views(cfg: CfgNode, split: str) -> tuple[ViewPlanner, ClipTransform]:
+    """How the `split` turns one video into its clips: TSN segment views, transformed without flipping (a flip
+    turns left into right)."""
+    planner = segment_planner(cfg.DATA.NUM_FRAMES, split, cfg.AUG.NUM_SAMPLE if split == "train" else 1,
+                              cfg.TEST.NUM_ENSEMBLE_VIEWS)
+    return planner, clip_transform(cfg, split, allow_flip=False)
+
+
 class SSv2Dataset(ClipDataset):
     """ClipDataset with two SSv2 additions.
 
@@ -282,9 +290,7 @@ def build_ssv2(cfg: CfgNode, split: str) -> SSv2Dataset:
     if train and cfg.DATA.RANDOM_FLIP:
         logger.warning("DATA.RANDOM_FLIP is ignored for Something-Something v2: a plain flip would swap left and "
                        "right without the label; use AUG.SSV2_FLIP_SWAP to flip and swap mirrored classes")
-    planner = segment_planner(cfg.DATA.NUM_FRAMES, split, cfg.AUG.NUM_SAMPLE if train else 1,
-                              cfg.TEST.NUM_ENSEMBLE_VIEWS)
     mirror = mirror_labels(classes) if train and cfg.AUG.SSV2_FLIP_SWAP else None
     backend, device = resolve_decoding(cfg.DATA.DECODING_BACKEND, cfg.DATA.DECODE_DEVICE)
-    return SSv2Dataset(records, planner, clip_transform(cfg, split, allow_flip=False), backend=backend,
-                       replace_randomly=train, name=split_file, entry_problems=problems, mirror=mirror, device=device)
+    return SSv2Dataset(records, *ssv2_views(cfg, split), backend=backend, replace_randomly=train, name=split_file,
+                       entry_problems=problems, mirror=mirror, device=device)

@@ -339,8 +339,14 @@ def _torchcodec_reason(error: Exception) -> str:
     return re.sub(r"^\w+, \S+:\d+, ", "", str(error).strip())
 
 
+# Frames a PyAV read decodes on from where the previous read stopped rather than seeking: a seek decodes from the
+# keyframe before the wanted frame anyway, which x264's default keyframe interval puts up to 250 frames back.
+FORWARD_READ_FRAMES = 250
+
+
 class PyAVReader(VideoReader):
-    """PyAV (FFmpeg) reader: seeks to the keyframe before the first wanted frame and decodes forward.
+    """PyAV (FFmpeg) reader: seeks to the keyframe before the first wanted frame and decodes forward; a read just
+    ahead of the previous one decodes on from there instead, so reading a video forward decodes each frame once.
 
     Frame i is the frame presented at time i / fps from the stream start. When the header has no frame count
     the count is estimated from duration * fps; wanted frames past the last decodable one get the last frame.
@@ -351,6 +357,10 @@ class PyAVReader(VideoReader):
         self.path = path
         self._num_threads = num_threads
         self._container = None
+        # Where the last read left the decoder: its frame iterator, the last (index, frame) it gave, frames decoded.
+        self._decoder: Iterator[av.VideoFrame] | None = None
+        self._last: tuple[int, av.VideoFrame] | None = None
+        self._decoded = 0
         try:
             self._open_container()
             self._read_header()
@@ -416,7 +426,9 @@ class PyAVReader(VideoReader):
 
     def _read_sorted_unique(self, indices: np.ndarray) -> torch.Tensor:
         try:
-            frames = self._decode_forward(indices, seek_pts=self._pts_of(int(indices[0])))
+            frames = self._continue_forward(indices)
+            if frames is None:
+                frames = self._decode_forward(indices, seek_pts=self._pts_of(int(indices[0])))
             if frames is None:  # the seek landed past the first wanted frame (or pts are missing): start over
                 frames = self._decode_forward(indices, seek_pts=None)
         except av.error.FFmpegError as error:
@@ -426,12 +438,21 @@ class PyAVReader(VideoReader):
             raise VideoDecodeError(self.path, f"frame size changes inside the video: {sorted(shapes)}")
         return torch.from_numpy(np.stack(frames))
 
+    def _continue_forward(self, indices: np.ndarray) -> list[np.ndarray] | None:
+        """Frames ahead of the previous read, within FORWARD_READ_FRAMES of it, by decoding on from where that read
+        stopped (reading a video forward in steps decodes each frame once); None when a seek is needed."""
+        if self._decoder is None or self._last is None:
+            return None
+        if not self._last[0] < indices[0] <= self._last[0] + FORWARD_READ_FRAMES:
+            return None
+        return self._pick(indices, after_seek=False)
+
     def _decode_forward(self, indices: np.ndarray, seek_pts: int | None) -> list[np.ndarray] | None:
         """Decode from the keyframe before `seek_pts` (or the start) until every wanted frame is seen.
 
-        Each wanted index gets the first frame whose index is >= it; indices past the end get the last frame.
         Returns None when decoding after a seek cannot locate the wanted frames.
         """
+        self._decoder, self._last, self._decoded = None, None, 0
         if seek_pts is None:
             self._rewind()
         else:
@@ -439,33 +460,47 @@ class PyAVReader(VideoReader):
                 self._container.seek(seek_pts, stream=self._stream, backward=True, any_frame=False)
             except av.error.FFmpegError:  # a stream without seeking: decode from the start instead
                 return None
+        self._decoder = self._container.decode(self._stream)
+        picked = self._pick(indices, after_seek=seek_pts is not None)
+        if picked is None:
+            self._decoder = None
+        return picked
+
+    def _pick(self, indices: np.ndarray, after_seek: bool) -> list[np.ndarray] | None:
+        """Decode on until every wanted index got the first frame whose index is >= it; indices past the end get
+        the last frame. After a seek, returns None when the first frame is already past the first wanted index
+        (or frames have no pts): the seek missed."""
         picked: list[np.ndarray] = []
-        last = None
-        for count, frame in enumerate(self._container.decode(self._stream)):
+        first = self._last is None
+        assert self._decoder is not None
+        for frame in self._decoder:
+            self._decoded += 1
             if frame.pts is None:
-                if seek_pts is not None:
+                if after_seek:
                     return None
-                index = count
+                index = self._decoded - 1
             else:
                 index = self._frame_index(frame)
-            if last is None and seek_pts is not None and index > indices[0]:
+            if first and after_seek and index > indices[0]:
                 return None
-            last = frame
+            first = False
+            self._last = (index, frame)
             rgb = None
             while len(picked) < len(indices) and indices[len(picked)] <= index:
                 rgb = frame.to_ndarray(format="rgb24") if rgb is None else rgb
                 picked.append(rgb)
             if len(picked) == len(indices):
                 return picked
-        if last is None:
-            if seek_pts is not None:
+        if self._last is None:
+            if after_seek:
                 return None
             raise VideoDecodeError(self.path, "no decodable video frame")
-        rgb = last.to_ndarray(format="rgb24")
+        rgb = self._last[1].to_ndarray(format="rgb24")
         picked.extend(rgb for _ in range(len(indices) - len(picked)))
         return picked
 
     def close(self) -> None:
+        self._decoder, self._last = None, None
         container, self._container = self._container, None
         if container is not None:
             container.close()

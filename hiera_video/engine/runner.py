@@ -78,12 +78,17 @@ def prepare_demo_data(cfg: CfgNode, ctx: du.DistContext) -> None:
     du.barrier()
 
 
-def load_test_weights(cfg: CfgNode, model: torch.nn.Module, is_main: bool) -> str:
-    """Weights to test: TEST.CHECKPOINT_FILE_PATH, else the newest checkpoint in OUTPUT_DIR (rank 0's choice: all
-    ranks call this), else TRAIN.CHECKPOINT_FILE_PATH. Returns the path used ('' when none: the model stays as
-    built)."""
-    path = cfg.TEST.CHECKPOINT_FILE_PATH or ckpt.agreed_latest_checkpoint(cfg.OUTPUT_DIR, is_main) or \
+def test_weights_path(cfg: CfgNode, is_main: bool = True) -> str:
+    """The weights a test of `cfg` uses: TEST.CHECKPOINT_FILE_PATH, else the newest checkpoint in OUTPUT_DIR (rank
+    0's choice: all ranks call this), else TRAIN.CHECKPOINT_FILE_PATH; '' when none."""
+    return cfg.TEST.CHECKPOINT_FILE_PATH or ckpt.agreed_latest_checkpoint(cfg.OUTPUT_DIR, is_main) or \
         cfg.TRAIN.CHECKPOINT_FILE_PATH
+
+
+def load_test_weights(cfg: CfgNode, model: torch.nn.Module, is_main: bool) -> str:
+    """Loads the weights of `test_weights_path` into `model`. Returns the path used ('' when none: the model stays
+    as built)."""
+    path = test_weights_path(cfg, is_main)
     if not path:
         logger.warning("TEST.ENABLE without any checkpoint to load: testing the freshly initialised model")
         return ""

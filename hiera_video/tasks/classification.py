@@ -1,6 +1,7 @@
 """Video classification (Kinetics, SSv2): soft-target cross-entropy, centre-view validation, multi-view test."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import os
@@ -35,6 +36,14 @@ def smoothed_one_hot(labels: torch.Tensor, num_classes: int, smoothing: float) -
     off = smoothing / num_classes
     return torch.full((labels.shape[0], num_classes), off, device=labels.device).scatter_(
         1, labels.view(-1, 1), 1.0 - smoothing + off)
+
+
+def view_scores(model: nn.Module, clips: torch.Tensor, device: torch.device,
+                autocast: contextlib.AbstractContextManager) -> torch.Tensor:
+    """Class probabilities [N, num_classes] (float32, on the CPU) of clips [N,C,T,H,W]: the per-view scores the
+    multi-view test ensembles, shared with hiera_video.inference so a prediction equals the test's."""
+    with autocast:
+        return model(clips.to(device, non_blocking=True)).float().softmax(-1).cpu()
 
 
 class ClassificationTask(Task):
@@ -94,8 +103,7 @@ class ClassificationTask(Task):
         progress = ProgressReporter(len(loader), "test", enabled=self.ctx.is_main)
         bad: set[str] = set()
         for batch in self.evaluation_batches(loader):
-            with self.autocast():
-                scores = model(batch["video"].to(self.ctx.device, non_blocking=True)).float().softmax(-1).cpu()
+            scores = view_scores(model, batch["video"], self.ctx.device, self.autocast())
             aggregator.update(scores, batch["index"], batch["view"], labels=batch["label"])
             bad.update(batch["bad_files"])
             progress.update(1)
