@@ -48,6 +48,10 @@ _C.MODEL.CLASS_NAMES = ""
 # Linear probe: train only the head (a BatchNorm without affine parameters, then the linear layer, as MAE's linear
 # probing); the backbone keeps the weights of TRAIN.CHECKPOINT_FILE_PATH (or its random init) and stays in eval mode.
 _C.MODEL.FREEZE_BACKBONE = False
+# Activation checkpointing: in training, every Hiera block (the backbone's and the MAE decoder's) keeps only its input
+# and recomputes its activations in backward (non-reentrant torch.utils.checkpoint). Less memory, about one more
+# forward pass per step (benchmarks/memory.py measures both); the gradients are the same.
+_C.MODEL.ACT_CHECKPOINT = False
 
 # Overrides of the constructor's hyper-parameters; an empty list / -1 keeps the constructor's value.
 _C.HIERA = CfgNode()
