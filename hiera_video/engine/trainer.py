@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from hiera_video.config import register_choices
 from hiera_video.engine import checkpoint as ckpt
+from hiera_video.engine.cuda_options import cuda_options
 from hiera_video.engine.logging import TensorboardWriter, log_json_stats, memory_string
 from hiera_video.engine.optim import LR_POLICIES, OPTIMIZERS, build_optimizer, lr_at, scaled_lr, set_lr
 from hiera_video.engine.preemption import StopFlag, StopRequested
@@ -76,10 +77,11 @@ class Trainer:
         self.model = task.build_model().to(self.device)
         self.global_batch = cfg.TRAIN.BATCH_SIZE
         self.base_lr = scaled_lr(cfg.SOLVER.BASE_LR, self.global_batch, cfg.SOLVER.BASE_LR_BATCH)
+        self.cuda_options = cuda_options(self.device, cfg.TRAIN.ACCUM_ITER)
         self.optimizer = build_optimizer(
             self.model, name=cfg.SOLVER.OPTIMIZING_METHOD, base_lr=self.base_lr,
             weight_decay=cfg.SOLVER.WEIGHT_DECAY, betas=tuple(cfg.SOLVER.BETAS), momentum=cfg.SOLVER.MOMENTUM,
-            layer_decay=cfg.SOLVER.LAYER_DECAY)
+            layer_decay=cfg.SOLVER.LAYER_DECAY, fused=self.cuda_options.fused_adamw)
         use_scaler = self.device.type == "cuda" and cfg.TRAIN.MIXED_PRECISION and cfg.TRAIN.AMP_DTYPE == "float16"
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.start_epoch, self.start_iter = 0, 0
@@ -161,8 +163,7 @@ class Trainer:
         self.resume_or_initialise()
         model = self.model
         if self.ctx.world_size > 1:
-            model = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda"
-                                            else None, find_unused_parameters=False)
+            model = DistributedDataParallel(model, **self.cuda_options.ddp)
         self.train_model = model
         loader, sampler = self.task.train_loader()
         batch_size = loader.batch_size
