@@ -79,6 +79,16 @@ _C.MAE.DECODER_EMBED_DIM = -1
 _C.MAE.DECODER_DEPTH = -1
 _C.MAE.DECODER_NUM_HEADS = -1
 
+# Exponential moving average (EMA) of the weights, updated after every optimiser step; validation and the test also
+# evaluate it (json_stats keys and result files prefixed ema_) and checkpoints keep it (model_ema_state).
+_C.MODEL_EMA = CfgNode()
+_C.MODEL_EMA.ENABLE = False
+# Weight of the average in each update: the average spans about 1 / (1 - DECAY) steps.
+_C.MODEL_EMA.DECAY = 0.9999
+# Decay warmup: update t uses DECAY * min(1, t / WARMUP_STEPS), so the first update copies the weights and the
+# average forgets the starting weights quickly (0: DECAY from the second update on).
+_C.MODEL_EMA.WARMUP_STEPS = 2000
+
 # ---------------------------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------------------------
