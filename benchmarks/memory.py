@@ -9,11 +9,16 @@ CUDA, as engine/cuda_options.py decides), zero_grad. Configs: configs/Kinetics/H
 cross-entropy with label smoothing, drop path 0.2) and HIERA_L_MAE.yaml; random weights and a random clip, batch 1.
 
 Each setting runs in a fresh process of its own (this script with --child), so each peak is that setting's alone:
-one warm-up step (which also creates the AdamW state), then --steps timed steps. Peak memory: on the CPU the child's
-ru_maxrss, everything resident (weights, gradients, AdamW state, activations, and torch's libraries, shown
-separately as "libraries"); on CUDA torch.cuda.max_memory_allocated (tensors only). Both settings start from the
-same seed, so their losses must agree (printed). With --rounds N the settings run N times each, alternating which
-goes first, and the medians are reported.
+one warm-up step (which also creates the AdamW state), then --steps timed steps, then one more step for "step MB".
+Columns:
+  peak MB    on the CPU the child's ru_maxrss after the timed steps: everything resident (weights, gradients, AdamW
+             state, activations, what the allocator keeps, torch's libraries); on CUDA torch.cuda.max_memory_allocated
+  step MB    what one step needs above what is resident before it (gradients, activations, temporaries), measured
+             with glibc returning large freed blocks at once (common.PeakMemory, as model_speed.py's "peak MB"); on
+             CUDA max_memory_allocated during the step minus memory_allocated before it
+  static MB  weights + gradients + AdamW's two moments (4 x the parameters' bytes), which no checkpointing reduces
+Both settings start from the same seed, so their losses must agree (printed). With --rounds N the settings run N
+times each, alternating which goes first, and the medians are reported.
 
 Target: with checkpointing, peak memory <= 0.5x the plain step's at >= 0.7x its speed.
 """
@@ -32,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from common import format_table, load_note
+from common import PeakMemory, format_mb, format_table, load_note
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = {"fine-tuning": REPO / "configs" / "Kinetics" / "HIERA_L_16x224.yaml",
@@ -101,10 +106,16 @@ def child(spec: dict) -> dict:
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device)
         libraries = 0
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        losses.append(step())
+        step_bytes: int | None = torch.cuda.max_memory_allocated(device) - before
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports kilobytes
+        step_bytes = PeakMemory().measure(lambda: losses.append(step()))  # after the timings: it slows allocation
+    static = sum(p.numel() * p.element_size() * (4 if p.requires_grad else 1) for p in model.parameters())
     return {"times": times[1:], "warmup": times[0], "losses": losses, "peak": peak, "libraries": libraries,
-            "device": str(device), "arch": cfg.MODEL.ARCH,
+            "step": step_bytes, "static": static, "device": str(device), "arch": cfg.MODEL.ARCH,
             "input": f"{cfg.DATA.NUM_FRAMES}x{size}x{size}"}
 
 
@@ -117,6 +128,14 @@ def run_child(spec: dict) -> dict:
         reason = " (killed: out of memory?)" if done.returncode < 0 else ""
         raise RuntimeError(f"the {spec} process failed with status {done.returncode}{reason}:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _median_or_none(values: list) -> float | None:
+    return None if None in values else statistics.median(values)
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float:
+    return float("nan") if numerator is None or denominator is None else numerator / denominator
 
 
 def main() -> None:
@@ -141,30 +160,31 @@ def main() -> None:
                         "threads": args.threads, "smoke": args.smoke}
                 results[act_checkpoint].append(run_child(spec))
         name = f"{results[False][0]['arch']} {model} {results[False][0]['input']}"
-        seconds, peaks, above = {}, {}, {}
+        seconds, memory = {}, {}
         for act_checkpoint, runs in results.items():
             times = [t for run in runs for t in run["times"]]
             seconds[act_checkpoint] = statistics.median(times)
-            peaks[act_checkpoint] = statistics.median(run["peak"] for run in runs)
-            above[act_checkpoint] = statistics.median(run["peak"] - run["libraries"] for run in runs)
+            memory[act_checkpoint] = {key: _median_or_none([run[key] for run in runs])
+                                      for key in ("peak", "step", "static", "libraries")}
             rows.append([name, "on" if act_checkpoint else "off", f"{seconds[act_checkpoint]:.2f}",
-                         " ".join(f"{t:.2f}" for t in times), f"{peaks[act_checkpoint] / 1e6:.0f}",
-                         f"{statistics.median(run['libraries'] for run in runs) / 1e6:.0f}"])
+                         " ".join(f"{t:.2f}" for t in times),
+                         *(format_mb(memory[act_checkpoint][key]) for key in ("peak", "step", "static", "libraries"))])
         loss_gap = max(abs(a - b) for plain, checkpointed in zip(results[False], results[True])
                        for a, b in zip(plain["losses"], checkpointed["losses"]))
-        ratios.append((name, peaks[True] / peaks[False], above[True] / above[False],
-                       seconds[False] / seconds[True], loss_gap))
+        ratios.append((name, _ratio(memory[True]["peak"], memory[False]["peak"]),
+                       _ratio(memory[True]["step"], memory[False]["step"]), seconds[False] / seconds[True], loss_gap))
     device = results[False][0]["device"]
     memory_kind = "torch.cuda.max_memory_allocated" if device.startswith("cuda") else "ru_maxrss"
     print(f"device {device}; peak = {memory_kind} of the setting's own process")
-    print(format_table(["model, input", "act checkpoint", "median s", "steps s", "peak MB", "libraries MB"], rows))
+    print(format_table(["model, input", "act checkpoint", "median s", "steps s", "peak MB", "step MB", "static MB",
+                        "libraries MB"], rows))
     parts = []
-    for name, memory, memory_above, speed, loss_gap in ratios:
-        print(f"{name}: checkpointed / plain peak memory {memory:.2f} ({memory_above:.2f} without the libraries), "
-              f"speed {speed:.2f}; |loss difference| {loss_gap:.1e}")
-        parts.append(f"{name} with MODEL.ACT_CHECKPOINT: peak memory {memory:.2f}x (target <= {TARGET_MEMORY}: "
-                     f"{'met' if memory <= TARGET_MEMORY else 'MISSED'}), speed {speed:.2f}x (target >= "
-                     f"{TARGET_SPEED}: {'met' if speed >= TARGET_SPEED else 'MISSED'})")
+    for name, peak, step, speed, loss_gap in ratios:
+        print(f"{name}: checkpointed / plain peak memory {peak:.2f}, step memory {step:.2f}, speed {speed:.2f}; "
+              f"|loss difference| {loss_gap:.1e}")
+        parts.append(f"{name} with MODEL.ACT_CHECKPOINT: peak memory {peak:.2f}x (target <= {TARGET_MEMORY}: "
+                     f"{'met' if peak <= TARGET_MEMORY else 'MISSED'}; step memory {step:.2f}x), speed {speed:.2f}x "
+                     f"(target >= {TARGET_SPEED}: {'met' if speed >= TARGET_SPEED else 'MISSED'})")
     print(f"{load_note()}")
     print("summary: " + "; ".join(parts))
 

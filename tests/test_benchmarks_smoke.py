@@ -105,12 +105,15 @@ def test_memory_runs_each_setting_in_its_own_process_with_equal_losses():
         ("hiera_large_16x224", "fine-tuning", "off"), ("hiera_large_16x224", "fine-tuning", "on"),
         ("mae_hiera_large_16x224", "mae", "off"), ("mae_hiera_large_16x224", "mae", "on")]
     for row in rows:
-        seconds, peak, libraries = float(row[4]), float(row[-2]), float(row[-1])
+        seconds, (peak, step, static, libraries) = float(row[4]), map(float, row[-4:])
         assert seconds > 0 and peak > libraries > 100  # whole-process peaks, above torch's own footprint
-    ratios = re.findall(r"checkpointed / plain peak memory (\S+) .* speed (\S+); \|loss difference\| (\S+)", output)
+        assert step >= 0 and static > 0
+    ratios = re.findall(r"checkpointed / plain peak memory (\S+), step memory (\S+), speed (\S+); "
+                        r"\|loss difference\| (\S+)", output)
     assert len(ratios) == 2
-    for memory, speed, loss_gap in ratios:
-        assert float(memory) > 0 and float(speed) > 0
+    for peak, step, speed, loss_gap in ratios:
+        assert float(peak) > 0 and float(step) > 0 and float(speed) > 0
         assert float(loss_gap) == 0.0  # the same seed: checkpointing changes no number
     summary = summary_line(output)
-    assert re.search(r"peak memory \d+\.\d\dx \(target <= 0\.5: (met|MISSED)\), speed \d+\.\d\dx", summary)
+    assert re.search(r"peak memory \d+\.\d\dx \(target <= 0\.5: (met|MISSED); step memory \d+\.\d\dx\), "
+                     r"speed \d+\.\d\dx", summary)

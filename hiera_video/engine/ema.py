@@ -37,7 +37,7 @@ PREFIX = "ema_"  # of the statistics and files of evaluations of the EMA weights
 
 
 class ModelEma:
-    """An EMA copy of `model` (`module`, in eval mode, no gradients); `update(model)` after each optimiser step."""
+    """An EMA copy of `model` (`module`, without gradients); `update(model)` after each optimiser step."""
 
     def __init__(self, model: nn.Module, decay: float, warmup_steps: int = 0) -> None:
         if not 0.0 <= decay < 1.0:
