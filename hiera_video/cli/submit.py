@@ -76,7 +76,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-
 def job_layout(args: argparse.Namespace, cfg: CfgNode) -> tuple[int, int]:
     """(GPUs per node, tasks per node) after checking the config can run that way; errors say what to change."""
     ngpus = cfg.NUM_GPUS if args.ngpus is None else args.ngpus
