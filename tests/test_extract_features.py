@@ -1,5 +1,6 @@
 """tools/extract_features.py on real mp4 files: what the features are, windows and maps, bad videos, a killed run
-resumed to the same outputs, shards that are disjoint and complete (by hand, and under torchrun)."""
+resumed to the same outputs, shards that are disjoint and complete (by hand, and under torchrun); tools/submit.py's
+extract-features checked without a cluster (tests/slurm/test_submit_features.py submits one)."""
 from __future__ import annotations
 
 import csv
@@ -11,10 +12,13 @@ import subprocess
 import sys
 import time
 
+import cloudpickle
 import numpy as np
 import pytest
+import submitit
 import torch
 
+from hiera_video.cli import submit as submit_cli
 from hiera_video.cli.extract_features import main as extract_main
 from hiera_video.config import load_config
 from hiera_video.data.build import video_views
@@ -22,6 +26,7 @@ from hiera_video.data.clip_dataset import decode_clips
 from hiera_video.data.demo import write_demo_dataset
 from hiera_video.data.video_io import open_video
 from hiera_video.engine.checkpoint import save_checkpoint
+from hiera_video.engine.slurm import SlurmCommand
 from hiera_video.inference.features import PARTS_FOLDER
 from hiera_video.models.build import build_model
 from video_factory import make_empty_file, make_long_video, make_truncated_video
@@ -224,3 +229,71 @@ def test_torchrun_processes_share_the_videos(demo, tmp_path):
     assert "process 1 of 2: 14 videos: 14 extracted" in done.stdout
     assert sorted(outputs(out)) == sorted(v[:-4] + ".npy" for v in videos)
     assert [row["video"] for row in read_index(out)] == videos
+
+
+class RecordingExecutor:
+    """submitit.AutoExecutor as far as tools/submit.py uses it, recording the job instead of submitting it."""
+
+    made: list[RecordingExecutor] = []
+
+    def __init__(self, folder, **kwargs) -> None:
+        self.folder, self.kwargs, self.parameters, self.jobs = folder, kwargs, {}, []
+        RecordingExecutor.made.append(self)
+
+    def update_parameters(self, **parameters) -> None:
+        self.parameters.update(parameters)
+
+    def submit(self, job):
+        self.jobs.append(job)
+        return type("Job", (), {"job_id": "4242"})()
+
+
+@pytest.fixture
+def recording_executor(monkeypatch):
+    RecordingExecutor.made = []
+    monkeypatch.setattr(submit_cli.submitit, "AutoExecutor", RecordingExecutor)
+    return RecordingExecutor
+
+
+def test_submit_extract_features_submits_the_tool_on_every_task(demo, tmp_path, recording_executor, capsys):
+    root, data, opts, cfg, weights, videos = demo
+    inputs = [os.path.join(data, "val", name) for name in ("left_000.mp4", "up_000.mp4")]
+    tool_args = ["--cfg", DEMO_CFG, "--weights", weights, "--input", *inputs, "--output", str(tmp_path / "out"),
+                 "--window", "0.8", *opts]
+    submit_cli.main(["--ngpus", "0", "--tasks-per-node", "2", "--partition", "debug", "--timeout", "30",
+                     "--max-requeues", "3", "--job-dir", str(tmp_path / "job"), "extract-features", *tool_args])
+    printed = capsys.readouterr().out
+    assert "Submitted job 4242: 1 node(s) x 2 task(s), 0 GPU(s) per node" in printed
+    assert f"Features, index.csv and failed.csv: {tmp_path / 'out'}" in printed
+    [executor] = recording_executor.made
+    assert executor.folder == str(tmp_path / "job" / "submitit" / "%j")
+    assert executor.kwargs == {"slurm_max_num_timeout": 3}  # requeues after time limits
+    assert {key: executor.parameters[key] for key in ("name", "nodes", "tasks_per_node", "timeout_min",
+                                                      "slurm_partition")} == {
+        "name": "features_HIERA_DEMO", "nodes": 1, "tasks_per_node": 2, "timeout_min": 30, "slurm_partition": "debug"}
+    assert executor.parameters["slurm_additional_parameters"] == {"requeue": True}
+    [job] = executor.jobs
+    # What a time limit resubmits (submitit's Checkpointable): the same command, which skips the videos done.
+    assert isinstance(job, submitit.helpers.Checkpointable) and isinstance(job, SlurmCommand)
+    assert job.checkpoint().function is job and job.argv == tool_args
+    # Every task runs what submitit unpickles: here the one task of a single process.
+    assert cloudpickle.loads(cloudpickle.dumps(job))() == 0
+    assert sorted(outputs(tmp_path / "out")) == ["left_000.npy", "up_000.npy"]
+    assert [row["windows"] for row in read_index(tmp_path / "out")] == ["2", "2"]
+
+
+@pytest.mark.parametrize("before, after, message", [
+    ([], ["--stride", "1"], "--stride needs --window"),
+    ([], ["--pool", "max"], "argument --pool: invalid choice: 'max'"),
+    (["--cfg", DEMO_CFG], [], "--cfg and KEY VALUE overrides of a feature extraction go after extract-features"),
+    ([], ["--weights", ""], "No weights to extract features with"),
+])
+def test_submit_extract_features_refuses_bad_arguments_before_submitting(demo, tmp_path, recording_executor, capsys,
+                                                                         before, after, message):
+    root, data, opts, cfg, weights, videos = demo
+    with pytest.raises(SystemExit) as exited:
+        submit_cli.main(["--ngpus", "0", *before, "extract-features", "--cfg", DEMO_CFG, "--weights", weights,
+                         "--input", data, "--output", str(tmp_path / "out"), *opts, "OUTPUT_DIR", str(tmp_path / "run"),
+                         *after])
+    assert message in str(exited.value.code) + capsys.readouterr().err
+    assert recording_executor.made == [] and not (tmp_path / "out").exists()

@@ -9,7 +9,7 @@ classifier are its head's input), or [windows, T, H, W, C] with --pool none; eac
 over its test views (TEST.NUM_ENSEMBLE_VIEWS x TEST.NUM_SPATIAL_CROPS; set both to 1 for one centre clip). Without
 --window a video is one window. DIR/index.csv lists video, file, windows, start and end times (seconds) and shape;
 DIR/failed.csv the videos that could not be decoded. A rerun skips finished videos. Under torchrun or a Slurm step
-(srun) every process takes every N-th video.
+(srun, or a job of tools/submit.py ... extract-features ARGS) every process takes every N-th video.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import os
 import sys
 
 import torch
+from fvcore.common.config import CfgNode
 
 from hiera_video.cli.predict import load_tool_config
 from hiera_video.engine.launch import detect_launch
@@ -54,13 +55,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
+def load_request(argv: list[str] | None = None) -> tuple[argparse.Namespace, CfgNode, str]:
+    """The arguments, the config and the weights of a command line (tools/submit.py checks them before it submits
+    one); errors exit with what to fix."""
     args = parse_args(argv)
     cfg = load_tool_config(args)
-    launch = detect_launch()
     weights = args.weights or test_weights_path(cfg)
     if not weights:
         raise SystemExit("No weights to extract features with: pass --weights, or set TEST.CHECKPOINT_FILE_PATH")
+    return args, cfg, weights
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, cfg, weights = load_request(argv)
+    launch = detect_launch()
     if len(args.input) == 1 and args.input[0].lower().endswith(".csv"):
         videos, missing = read_video_list(args.input[0], cfg.DATA.PATH_PREFIX, cfg.DATA.PATH_LABEL_SEPARATOR), []
     else:

@@ -5,6 +5,10 @@ config. When Slurm warns of the time limit (SIGUSR2, `--signal`), preempts the j
 trainer saves a mid-epoch checkpoint at the next iteration boundary and stops; after a time-limit warning rank 0
 requeues the job itself (preemption and `scontrol requeue` requeue it already). The requeued job runs the same
 call again and auto-resume continues from that checkpoint, at the same iteration, with the same data order.
+
+`SlurmCommand` runs a command-line tool instead, on every task, for tools whose rerun continues where a run stopped
+(tools/extract_features.py skips the videos it finished); each task finds its place in the job from the Slurm
+environment, as under `srun`.
 """
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ import logging
 import os
 import subprocess
 import sys
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Callable
 
 import submitit
 from fvcore.common.config import CfgNode
@@ -72,3 +77,27 @@ class SlurmJob(submitit.helpers.Checkpointable):
         finally:
             # Leaving a gloo/NCCL group alive at interpreter exit aborts the process ("terminate called ...").
             destroy_process_group()
+
+
+class SlurmCommand(submitit.helpers.Checkpointable):
+    """A tool's `main(argv)` run by every Slurm task: `SlurmCommand(main, argv)()`; `main` finds the task's rank in
+    the Slurm environment (hiera_video.engine.launch.detect_launch) and returns an exit status.
+
+    Nothing to save on a stop: the tool's outputs are its checkpoint. On the time-limit warning (SIGUSR2) submitit's
+    handler, which no trainer replaces here, has task 0 resubmit this same call (`checkpoint`) and requeue the job,
+    at most `slurm_max_num_timeout` (--max-requeues) times; preemption and `scontrol requeue` requeue it already.
+    The requeued job runs the command again and it continues.
+    """
+
+    def __init__(self, main: Callable[[list[str]], int], argv: Sequence[str]) -> None:
+        self.main = main
+        self.argv = list(argv)
+
+    def __call__(self) -> int:
+        if restart_count():
+            logger.warning("Slurm restart %d of job %s: running the command again, it continues where it stopped",
+                           restart_count(), os.environ.get("SLURM_JOB_ID"))
+        status = self.main(self.argv)
+        if status:
+            raise RuntimeError(f"the command ended with exit status {status}")  # the job fails, as the tool would
+        return status

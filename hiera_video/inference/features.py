@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from filelock import FileLock
 from fvcore.common.config import CfgNode
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -38,7 +39,7 @@ from hiera_video.models.hiera import Hiera, HieraBackbone
 from hiera_video.models.weights import load_pretrained, load_state_file
 from hiera_video.utils.amp import amp_context
 from hiera_video.utils.atomic import atomic_open
-from hiera_video.utils.stop_signals import ignore_stop_signals
+from hiera_video.utils.stop_signals import ignore_stop_signals, stop_signals_held
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ def read_index_parts(out_dir: str) -> tuple[dict[str, dict[str, Any]], dict[str,
     rows: dict[str, dict[str, Any]] = {}
     failed: dict[str, str] = {}
     folder = _parts_folder(out_dir)
-    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    names = sorted(n for n in os.listdir(folder) if n.endswith(".jsonl")) if os.path.isdir(folder) else []
     for name in names:
         with open(os.path.join(folder, name), encoding="utf-8") as f:
             for line in f:
@@ -197,8 +198,16 @@ def read_index_parts(out_dir: str) -> tuple[dict[str, dict[str, Any]], dict[str,
 
 
 def write_index(out_dir: str) -> tuple[int, int]:
-    """Rebuild index.csv and failed.csv (sorted by video) from the index lines; returns their row counts."""
-    rows, failed = read_index_parts(out_dir)
+    """Rebuild index.csv and failed.csv (sorted by video) from the index lines; returns their row counts. Processes
+    finishing together take turns, so the one that finishes last writes every other's lines too."""
+    os.makedirs(_parts_folder(out_dir), exist_ok=True)
+    with FileLock(os.path.join(_parts_folder(out_dir), "write.lock")):
+        rows, failed = read_index_parts(out_dir)
+        _write_index_files(out_dir, rows, failed)
+    return len(rows), len(failed)
+
+
+def _write_index_files(out_dir: str, rows: dict[str, dict[str, Any]], failed: dict[str, str]) -> None:
     with atomic_open(os.path.join(out_dir, INDEX_FILE), "w") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(INDEX_COLUMNS)
@@ -210,7 +219,6 @@ def write_index(out_dir: str) -> tuple[int, int]:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["video", "error"])
         writer.writerows([video, failed[video]] for video in sorted(failed))
-    return len(rows), len(failed)
 
 
 class IndexLog:
@@ -297,8 +305,10 @@ class FeatureExtractor:
         index = IndexLog(out_dir, rank)
         videos: dict[int, _Video] = {}
         pending: list[tuple[int, int, torch.Tensor]] = []  # (job, window position, clips) awaiting the model
+        with stop_signals_held():  # workers start with them held until they ignore them, as the training loader's
+            chunks = iter(loader)
         try:
-            for chunk in loader:
+            for chunk in chunks:
                 job = jobs[chunk.job]
                 if chunk.error:
                     videos.pop(chunk.job, None)

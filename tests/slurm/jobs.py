@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -25,3 +26,14 @@ def wait_until(condition: Callable[[], Any], timeout_s: float, what: str) -> Any
             pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
         time.sleep(0.5)
     return value
+
+
+def wait_for_end(job_id: str, timeout_s: float) -> dict[str, str]:
+    """The job's fields once it has ended."""
+    return wait_until(lambda: (f := job_fields(job_id)).get("JobState") in ENDED_STATES and f, timeout_s,
+                      f"job {job_id} to end")
+
+
+def slurm_logs(job_dir: Path) -> str:
+    """Every task's stderr of every job submitted with `job_dir`."""
+    return "\n".join(p.read_text(errors="replace") for p in sorted((job_dir / "submitit").rglob("*.err")))

@@ -17,7 +17,7 @@ from hiera_video.data.demo import write_demo_dataset
 from hiera_video.engine.checkpoint import find_latest_checkpoint, list_checkpoints, load_checkpoint
 from hiera_video.engine.logging import read_json_stats
 from hiera_video.utils.faults import FAULT_ENV
-from tests.slurm.jobs import ENDED_STATES, job_fields, wait_until
+from tests.slurm.jobs import slurm_logs, wait_for_end, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "configs" / "Demo" / "HIERA_DEMO.yaml"
@@ -51,15 +51,6 @@ def submit(job_dir: Path, opts: list[str], cluster, env: dict[str, str] | None =
     assert match, out.stdout
     assert str(job_dir) in out.stdout  # says where checkpoints and logs go
     return match.group(1)
-
-
-def wait_for_end(job_id: str, timeout_s: float) -> dict[str, str]:
-    return wait_until(lambda: (f := job_fields(job_id)).get("JobState") in ENDED_STATES and f, timeout_s,
-                      f"job {job_id} to end")
-
-
-def slurm_logs(job_dir: Path) -> str:
-    return "\n".join(p.read_text(errors="replace") for p in sorted((job_dir / "submitit").rglob("*.err")))
 
 
 def test_two_cpu_tasks_train_and_test_to_completion(dataset, tmp_path, slurm_cluster, cancel_at_exit):
