@@ -5,6 +5,7 @@ checks that each one still runs, compares what it claims to compare, and prints 
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from hiera_video.config import get_cfg
 from hiera_video.data.video_io import backend_problem
 
 pytestmark = pytest.mark.slow
@@ -20,10 +22,11 @@ pytestmark = pytest.mark.slow
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-def run_benchmark(script: str, *args: str) -> str:
-    """stdout of `python benchmarks/<script> *args`; fails the test with stderr on a non-zero exit."""
+def run_benchmark(script: str, *args: str, timeout: float = 120, **env: str) -> str:
+    """stdout of `python benchmarks/<script> *args` (with `env` added to the environment); fails the test with
+    stderr on a non-zero exit."""
     done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1", **env})
     assert done.returncode == 0, f"{script} failed:\n{done.stderr[-3000:]}"
     return done.stdout
 
@@ -94,3 +97,21 @@ def test_feature_speed_times_extraction_and_the_bare_model_on_the_same_clips(tmp
     extraction, model = float(rows["extraction"][1]), float(rows["model only"][2])
     assert extraction > 0 and model > 0 and float(rows["extraction"][3]) == pytest.approx(extraction / model, abs=0.01)
     assert re.search(r"extraction \S+ clips/s = \d+% of the bare model's", summary_line(output))
+
+
+def test_gpu_speed_skips_without_a_gpu_and_its_smoke_run_measures_every_kind_of_row():
+    output = run_benchmark("gpu_speed.py", CUDA_VISIBLE_DEVICES="")
+    assert output.strip() == ("gpu_speed: no CUDA device is visible, so there is nothing to measure (skipped). Run it "
+                              "on a GPU machine; --smoke checks the script on the CPU.")
+    pytest.importorskip("hiera")
+    output = run_benchmark("gpu_speed.py", "--smoke", timeout=300, CUDA_VISIBLE_DEVICES="")
+    rows = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    act_ckpt = [False, True] if "ACT_CHECKPOINT" in get_cfg().MODEL else [False]  # rows with it once it exists
+    assert [(r["task"], r["impl"], r["parallelism"], r["act_ckpt"]) for r in rows] == [
+        row for task in ("mae", "finetune") for row in
+        [(task, "ours", parallelism, on) for parallelism in ("ddp", "fsdp") for on in act_ckpt] +
+        [(task, "official", "ddp", False)]]
+    for row in rows:
+        assert row["status"] == "ok" and row["gpus"] == 2 and row["clips_per_s"] > 0 and row["step_ms"] > 0
+    table = [line.split() for line in output.splitlines() if line.startswith("hiera_base_16x224 ")]
+    assert [float(line[7]) for line in table] == [row["clips_per_s"] for row in rows]
