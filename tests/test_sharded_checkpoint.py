@@ -16,7 +16,7 @@ from hiera_video.engine import checkpoint as ckpt
 from hiera_video.engine import parallel, sharded_checkpoint
 from hiera_video.engine.optim import build_optimizer
 from hiera_video.engine.sharded_checkpoint import ShardedCheckpointWriter, read_checkpoint
-from hiera_video.models.weights import load_state_file
+from hiera_video.models.weights import load_pretrained, load_state_file
 from hiera_video.utils import dcp_folders
 
 
@@ -38,7 +38,8 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, seed: int) ->
 
 
 def whole_weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in model.state_dict().items()}
+    """Copies of the model's whole tensors (gathered from the shards of a sharded model)."""
+    return {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).clone() for k, v in model.state_dict().items()}
 
 
 def assert_same_weights(a: nn.Module, b: nn.Module) -> None:
@@ -186,3 +187,23 @@ def test_sharded_saves_that_did_not_finish_are_never_resumed_from(tmp_path, sing
     assert sorted(n for n in os.listdir(folder) if not n.startswith(".")) == [
         "checkpoint_epoch_00001.dcp", "checkpoint_epoch_00002.dcp", "checkpoint_epoch_00004.dcp",
         "checkpoint_epoch_00005.dcp"]
+
+
+def test_pretrained_weights_initialise_a_sharded_model_by_name(single_process_group):
+    # TRAIN.CHECKPOINT_FILE_PATH with fsdp: load_pretrained copies the file's matching tensors into the shards and
+    # leaves the model's other tensors (here the last layer, which the file lacks) at their own initialisation.
+    model = tiny_model(shard=True)
+    own = whole_weights(model)
+    torch.manual_seed(1)
+    source = {k: v for k, v in nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8)).state_dict().items()}
+    source["decoder.weight"] = torch.ones(2)
+    report = load_pretrained(model, {"model_state": {f"module.{k}": v for k, v in source.items()}},
+                             copy=lambda tensors: parallel.load_model_state(model, tensors, strict=False))
+    assert sorted(report.loaded) == ["0.bias", "0.weight", "1.bias", "1.weight"]
+    assert (report.new_keys, report.unused_keys) == (["2.weight", "2.bias"], ["decoder.weight"])
+    after = whole_weights(model)
+    for key in report.loaded:
+        assert torch.equal(after[key], source[key]), key
+    assert not torch.equal(own["0.weight"], source["0.weight"])  # another initialisation: the copy did something
+    for key in report.new_keys:
+        assert torch.equal(after[key], own[key]), key
