@@ -115,13 +115,14 @@ class Trainer:
         """Checkpoint after `epoch` completed epochs and `iteration` steps of the next one (all ranks call it);
         `eval_pending`: the evaluation of epoch `epoch` follows, and a run resuming here starts with it."""
         state = self._state(epoch, iteration, eval_pending)
-        path = ckpt.checkpoint_path(self.cfg.OUTPUT_DIR, epoch, iteration or None, sharded=bool(self.sharded_writer))
+        sharded = self.sharded_writer is not None
+        path = ckpt.checkpoint_path(self.cfg.OUTPUT_DIR, epoch, iteration or None, sharded=sharded)
 
         def prune() -> None:
             if iteration == 0:
                 ckpt.keep_last(self.cfg.OUTPUT_DIR, self.cfg.TRAIN.KEEP_ITER_CHECKPOINTS)
 
-        if self.sharded_writer:  # every rank writes its shards, in the background (`wait_for_checkpoint`)
+        if self.sharded_writer is not None:  # every rank writes its shards, in the background (`wait_for_checkpoint`)
             self.sharded_writer.save(path, state, on_complete=prune)
         else:
             if self.ctx.is_main:
@@ -133,7 +134,7 @@ class Trainer:
 
     def wait_for_checkpoint(self) -> None:
         """Returns once the last checkpoint is complete on disk (sharded ones are written in the background)."""
-        if self.sharded_writer:
+        if self.sharded_writer is not None:
             self.sharded_writer.wait()
 
     def resume_or_initialise(self) -> None:
