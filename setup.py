@@ -13,7 +13,7 @@ setup(
     package_data={"hiera_video.data": ["class_lists/*.txt"]},
     python_requires=">=3.9",
     install_requires=[
-        "torch>=2.1",
+        "torch>=2.6",  # FSDP2 (torch.distributed.fsdp.fully_shard) for TRAIN.PARALLELISM fsdp
         "torchvision>=0.16",
         "pytorchvideo>=0.1.5",
         "decord>=0.6.0",
@@ -43,6 +43,7 @@ setup(
             "hiera-analyze-predictions = hiera_video.cli.analyze_predictions:main",
             "hiera-predict = hiera_video.cli.predict:main",
             "hiera-extract-features = hiera_video.cli.extract_features:main",
+            "hiera-consolidate-checkpoint = hiera_video.cli.consolidate_checkpoint:main",
         ],
     },
     extras_require={

@@ -5,6 +5,7 @@ checks that each one still runs, compares what it claims to compare, and prints 
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from hiera_video.config import get_cfg
 from hiera_video.data.video_io import backend_problem
 
 pytestmark = pytest.mark.slow
@@ -20,10 +22,11 @@ pytestmark = pytest.mark.slow
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-def run_benchmark(script: str, *args: str) -> str:
-    """stdout of `python benchmarks/<script> *args`; fails the test with stderr on a non-zero exit."""
+def run_benchmark(script: str, *args: str, timeout: float = 120, **env: str) -> str:
+    """stdout of `python benchmarks/<script> *args` (with `env` added to the environment); fails the test with
+    stderr on a non-zero exit."""
     done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1", **env})
     assert done.returncode == 0, f"{script} failed:\n{done.stderr[-3000:]}"
     return done.stdout
 
@@ -117,3 +120,19 @@ def test_memory_runs_each_setting_in_its_own_process_with_equal_losses():
     summary = summary_line(output)
     assert re.search(r"peak memory \d+\.\d\dx \(target <= 0\.5: (met|MISSED); step memory \d+\.\d\dx\), "
                      r"speed \d+\.\d\dx", summary)
+def test_gpu_speed_skips_without_a_gpu_and_its_smoke_run_measures_every_kind_of_row():
+    output = run_benchmark("gpu_speed.py", CUDA_VISIBLE_DEVICES="")
+    assert output.strip() == ("gpu_speed: no CUDA device is visible, so there is nothing to measure (skipped). Run it "
+                              "on a GPU machine; --smoke checks the script on the CPU.")
+    pytest.importorskip("hiera")
+    output = run_benchmark("gpu_speed.py", "--smoke", timeout=300, CUDA_VISIBLE_DEVICES="")
+    rows = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    act_ckpt = [False, True] if "ACT_CHECKPOINT" in get_cfg().MODEL else [False]  # rows with it once it exists
+    assert [(r["task"], r["impl"], r["parallelism"], r["act_ckpt"]) for r in rows] == [
+        row for task in ("mae", "finetune") for row in
+        [(task, "ours", parallelism, on) for parallelism in ("ddp", "fsdp") for on in act_ckpt] +
+        [(task, "official", "ddp", False)]]
+    for row in rows:
+        assert row["status"] == "ok" and row["gpus"] == 2 and row["clips_per_s"] > 0 and row["step_ms"] > 0
+    table = [line.split() for line in output.splitlines() if line.startswith("hiera_base_16x224 ")]
+    assert [float(line[7]) for line in table] == [row["clips_per_s"] for row in rows]

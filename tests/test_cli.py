@@ -27,7 +27,8 @@ CONSOLE_SCRIPTS = {"hiera-run": "run_net", "hiera-submit": "submit", "hiera-ava-
                    "hiera-model-info": "model_info", "hiera-plot-logs": "plot_logs",
                    "hiera-visualize-ava": "visualize_ava", "hiera-visualize-mae": "visualize_mae",
                    "hiera-analyze-predictions": "analyze_predictions",
-                   "hiera-predict": "predict", "hiera-extract-features": "extract_features"}
+                   "hiera-predict": "predict", "hiera-extract-features": "extract_features",
+                   "hiera-consolidate-checkpoint": "consolidate_checkpoint"}
 
 
 def run_tool(*args, cwd=REPO):

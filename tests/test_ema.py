@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from hiera_video.config import ConfigError, load_config
+from hiera_video.config import ConfigError, get_cfg, load_config
 from hiera_video.data.demo import write_demo_dataset
 from hiera_video.engine.checkpoint import find_latest_checkpoint, load_checkpoint
-from hiera_video.engine.ema import ModelEma
+from hiera_video.engine.ema import ModelEma, build_model_ema
 from hiera_video.engine.logging import read_json_stats
 from hiera_video.engine.runner import run
 
@@ -207,3 +207,10 @@ def test_two_gloo_processes_average_like_one_process_on_the_union_batch(dataset,
         assert torch.allclose(two["model_ema_state"][key], value, atol=1e-5, rtol=0), key
     key = "head.projection.weight"
     assert not torch.equal(one["model_ema_state"][key], one["model_state"][key])
+
+
+def test_the_ema_refuses_sharded_training_by_naming_both_keys():
+    cfg = get_cfg()
+    cfg.merge_from_list(["MODEL_EMA.ENABLE", "True", "TRAIN.PARALLELISM", "fsdp"])
+    with pytest.raises(ConfigError, match="MODEL_EMA.ENABLE.*TRAIN.PARALLELISM fsdp"):
+        build_model_ema(cfg, torch.nn.Linear(2, 2))

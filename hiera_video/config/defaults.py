@@ -119,6 +119,12 @@ _C.TRAIN.MIXED_PRECISION = True
 _C.TRAIN.AMP_DTYPE = "bfloat16"
 # Micro-batches accumulated per optimiser step (the global batch is split over them).
 _C.TRAIN.ACCUM_ITER = 1
+# How several processes share the model: "ddp" (each holds all weights and optimizer state; DistributedDataParallel)
+# or "fsdp" (FSDP2: every Hiera block, the MAE decoder blocks and the rest are sharded over the processes, which
+# gather a block's weights only while it runs; on CUDA it computes in AMP_DTYPE when MIXED_PRECISION is set).
+# Checkpoints of an fsdp run are sharded folders (checkpoints/*.dcp), written by every process in the background;
+# tools/consolidate_checkpoint.py turns one into a single .pyth file. A single process trains unsharded.
+_C.TRAIN.PARALLELISM = "ddp"
 
 # ---------------------------------------------------------------------------------------------------------------
 # Testing

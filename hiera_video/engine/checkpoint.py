@@ -4,6 +4,10 @@ Layout: OUTPUT_DIR/checkpoints/checkpoint_epoch_%05d.pyth after `epoch` complete
 checkpoint_epoch_%05d_iter_%06d.pyth after `iter` more iterations of the following epoch (mid-epoch, for
 preemption). Files are written to a hidden temporary name and renamed, so a crash never leaves a truncated file
 under a checkpoint name. Everything saved must load with `torch.load(weights_only=True)`.
+
+A run with TRAIN.PARALLELISM fsdp writes folders of the same names ending in `.dcp` instead (sharded, by every rank:
+engine/sharded_checkpoint.py, layout in utils/dcp_folders.py). Auto-resume takes the newest complete checkpoint of
+either kind, and `load_checkpoint` reads either as the same dict.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import logging
 import os
 import random
 import re
+import shutil
 import zipfile
 from collections.abc import Mapping
 from typing import Any, NamedTuple, cast
@@ -19,6 +24,7 @@ import numpy as np
 import torch
 from iopath.common.file_io import g_pathmgr as PathManager
 
+from hiera_video.utils import dcp_folders
 from hiera_video.utils import distributed as du
 from hiera_video.utils.atomic import atomic_open
 from hiera_video.utils.wrappers import strip_ddp_prefix
@@ -26,7 +32,7 @@ from hiera_video.utils.wrappers import strip_ddp_prefix
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_SUBDIR = "checkpoints"
-_NAME_PATTERN = re.compile(r"^checkpoint_epoch_(\d+)(?:_iter_(\d+))?\.pyth$")
+_NAME_PATTERN = re.compile(r"^checkpoint_epoch_(\d+)(?:_iter_(\d+))?\.(?:pyth|dcp)$")
 # Types torch.load(weights_only=True) reconstructs without extra allow-listing.
 _WEIGHTS_ONLY_TYPES = (torch.Tensor, str, bytes, bytearray, bool, int, float, complex, type(None), torch.Size,
                        torch.dtype, torch.device)
@@ -44,33 +50,37 @@ def checkpoint_dir(output_dir: str) -> str:
     return os.path.join(output_dir, CHECKPOINT_SUBDIR)
 
 
-def checkpoint_path(output_dir: str, epoch: int, iteration: int | None = None) -> str:
-    """Path of the checkpoint after `epoch` completed epochs (plus `iteration` iterations, mid-epoch)."""
+def checkpoint_path(output_dir: str, epoch: int, iteration: int | None = None, sharded: bool = False) -> str:
+    """Path of the checkpoint after `epoch` completed epochs (plus `iteration` iterations, mid-epoch): a .pyth
+    file, or with `sharded` a .dcp folder."""
     if epoch < 0 or (iteration is not None and iteration < 0):
         raise ValueError(f"epoch and iteration must be >= 0, got epoch={epoch}, iteration={iteration}")
-    name = f"checkpoint_epoch_{epoch:05d}" + ("" if iteration is None else f"_iter_{iteration:06d}") + ".pyth"
+    name = f"checkpoint_epoch_{epoch:05d}" + ("" if iteration is None else f"_iter_{iteration:06d}") + \
+        (dcp_folders.SUFFIX if sharded else ".pyth")
     return os.path.join(checkpoint_dir(output_dir), name)
 
 
 def parse_checkpoint_name(path: str) -> CheckpointName | None:
-    """(epoch, iter) encoded in a checkpoint file name (iter 0 for end-of-epoch files); None for other files."""
+    """(epoch, iter) encoded in a checkpoint file or folder name (iter 0 for end-of-epoch ones); None for other
+    names."""
     match = _NAME_PATTERN.match(os.path.basename(path))
     if match is None:
         return None
     return CheckpointName(int(match.group(1)), int(match.group(2) or 0))
 
 
-def _ordering_key(path: str) -> tuple[int, int, bool]:
+def _ordering_key(path: str) -> tuple[int, int, bool, str]:
     name = parse_checkpoint_name(path)
     if name is None:
         raise ValueError(f"{path} is not named like a checkpoint")
     epoch, iteration = name
-    # On a tie (an `_iter_000000` file next to the epoch file) the end-of-epoch file counts as newer.
-    return epoch, iteration, "_iter_" not in os.path.basename(path)
+    # On a tie (an `_iter_000000` file next to the epoch file) the end-of-epoch file counts as newer; a .pyth
+    # file and a .dcp folder of the same position are ordered by name, so the choice does not depend on listing.
+    return epoch, iteration, "_iter_" not in os.path.basename(path), os.path.basename(path)
 
 
 def list_checkpoints(output_dir: str) -> list[str]:
-    """Checkpoint files of a run, oldest first; temporary files and other names are ignored."""
+    """Checkpoint files and folders of a run, oldest first; temporary names and other names are ignored."""
     folder = checkpoint_dir(output_dir)
     if not PathManager.isdir(folder):
         return []
@@ -79,6 +89,8 @@ def list_checkpoints(output_dir: str) -> list[str]:
 
 
 def _is_complete(path: str) -> bool:
+    if PathManager.isdir(path):
+        return dcp_folders.is_complete(path)
     # torch.save writes a zip archive whose directory sits at the end: a truncated file has none.
     try:
         with PathManager.open(path, "rb") as f:
@@ -92,18 +104,20 @@ def find_latest_checkpoint(output_dir: str) -> str | None:
     for path in reversed(list_checkpoints(output_dir)):
         if _is_complete(path):
             return path
-        logger.warning("Skipping incomplete checkpoint %s (not a complete torch.save archive)", path)
+        logger.warning("Skipping incomplete checkpoint %s (a save that did not finish)", path)
     return None
 
 
-def _check_weights_only_loadable(value: Any, where: str) -> None:
+def check_weights_only_loadable(value: Any, where: str) -> None:
+    """Raises TypeError naming the entry of `value` (`where`: its name) that torch.load(weights_only=True) could
+    not load."""
     if isinstance(value, Mapping):
         for key, item in value.items():
-            _check_weights_only_loadable(key, f"{where} key {key!r}")
-            _check_weights_only_loadable(item, f"{where}[{key!r}]")
+            check_weights_only_loadable(key, f"{where} key {key!r}")
+            check_weights_only_loadable(item, f"{where}[{key!r}]")
     elif isinstance(value, (list, tuple, set, frozenset)):
         for i, item in enumerate(value):
-            _check_weights_only_loadable(item, f"{where}[{i}]")
+            check_weights_only_loadable(item, f"{where}[{i}]")
     elif not isinstance(value, _WEIGHTS_ONLY_TYPES):
         raise TypeError(f"Checkpoint {where} has type {type(value).__module__}.{type(value).__qualname__}, which "
                         "torch.load(weights_only=True) cannot load; convert it to tensors or plain Python values")
@@ -119,14 +133,17 @@ def save_checkpoint(path: str, state: dict) -> None:
     """
     if "model_state" in state:
         state = {**state, "model_state": strip_ddp_prefix(state["model_state"])}
-    _check_weights_only_loadable(state, "state")
+    check_weights_only_loadable(state, "state")
     with atomic_open(path, "wb") as f:
         torch.save(state, f)
     logger.info("Saved checkpoint %s", path)
 
 
 def load_checkpoint(path: str) -> dict:
-    """Load a checkpoint dict onto the CPU with torch.load(weights_only=True); errors name the file."""
+    """Load a checkpoint dict onto the CPU with torch.load(weights_only=True); errors name the file. A sharded
+    (.dcp) folder is read whole into the same format (utils/dcp_folders.py)."""
+    if PathManager.isdir(path):
+        return dcp_folders.read_dcp_folder(path)
     if not PathManager.isfile(path):
         raise FileNotFoundError(f"Checkpoint file not found: {path}")
     try:
@@ -146,7 +163,10 @@ def keep_last(output_dir: str, n: int) -> list[str]:
     mid_epoch = [p for p in list_checkpoints(output_dir) if "_iter_" in os.path.basename(p)]
     removed = mid_epoch[:max(0, len(mid_epoch) - n)]
     for path in removed:
-        PathManager.rm(path)
+        if PathManager.isdir(path):
+            shutil.rmtree(path)  # a sharded folder (written on a local or mounted file system: DCP's own writer)
+        else:
+            PathManager.rm(path)
     return removed
 
 

@@ -26,6 +26,7 @@ import torch
 from fvcore.common.config import CfgNode
 from torch import nn
 
+from hiera_video.config import ConfigError
 from hiera_video.models.weights import load_pretrained, load_state_file
 from hiera_video.tasks.base import Task
 
@@ -95,6 +96,10 @@ def build_model_ema(cfg: CfgNode, model: nn.Module) -> ModelEma | None:
     """The EMA of MODEL_EMA.* for `model`, or None when MODEL_EMA.ENABLE is off."""
     if not cfg.MODEL_EMA.ENABLE:
         return None
+    if cfg.TRAIN.PARALLELISM == "fsdp":
+        # The copy would hold sharded parameters that neither the evaluation nor the sharded checkpoint handles yet.
+        raise ConfigError("MODEL_EMA.ENABLE True does not work with TRAIN.PARALLELISM fsdp yet: use ddp, or turn "
+                          "the EMA off")
     return ModelEma(model, cfg.MODEL_EMA.DECAY, cfg.MODEL_EMA.WARMUP_STEPS)
 
 

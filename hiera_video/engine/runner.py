@@ -18,6 +18,7 @@ from hiera_video.data.demo import read_manifest, write_demo_dataset
 from hiera_video.data.video_io import set_decoder_log_level
 from hiera_video.engine import checkpoint as ckpt
 from hiera_video.engine import launch as launcher
+from hiera_video.engine import parallel
 from hiera_video.engine.ema import ema_statistics, load_test_ema
 from hiera_video.engine.logging import log_json_stats, setup_logging
 from hiera_video.engine.preemption import StopFlag, StopRequested
@@ -137,7 +138,11 @@ def _train_and_test(ctx: du.DistContext, cfg: CfgNode, stop: StopFlag) -> dict[s
     if cfg.TRAIN.ENABLE:
         trainer = Trainer(cfg, task, ctx)
         if ctx.is_main:
-            log_model_info(trainer.model, task.model_input_shape())
+            # Counting draws random numbers (MAE masks; the copy's init): the training's stream stays as it was. A
+            # sharded model's forward pass is a collective, so rank 0 counts an unsharded copy.
+            with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
+                log_model_info(task.build_model() if parallel.is_sharded(trainer.model) else trainer.model,
+                               task.model_input_shape())
         model = trainer.train(stop)
         ema_model = trainer.ema.module if trainer.ema is not None else None
         weights = trainer.last_checkpoint
@@ -148,7 +153,8 @@ def _train_and_test(ctx: du.DistContext, cfg: CfgNode, stop: StopFlag) -> dict[s
             weights = load_test_weights(cfg, model, ctx.is_main)
             ema_model = load_test_ema(cfg, task, weights, ctx.device)
         try:
-            results = task.test(model)
+            with parallel.full_parameters(model):
+                results = task.test(model)
             if ema_model is not None:
                 results.update(ema_statistics(task, lambda: task.test(ema_model)))
         except EvaluationInterrupted:

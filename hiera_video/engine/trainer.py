@@ -19,11 +19,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from hiera_video.config import register_choices
 from hiera_video.engine import checkpoint as ckpt
+from hiera_video.engine import parallel
 from hiera_video.engine.cuda_options import cuda_options
 from hiera_video.engine.ema import build_model_ema, ema_statistics
 from hiera_video.engine.logging import TensorboardWriter, log_json_stats, memory_string
 from hiera_video.engine.optim import LR_POLICIES, OPTIMIZERS, build_optimizer, lr_at, scaled_lr, set_lr
 from hiera_video.engine.preemption import StopFlag, StopRequested
+from hiera_video.engine.sharded_checkpoint import ShardedCheckpointWriter, read_checkpoint
 from hiera_video.models.weights import load_pretrained, load_state_file
 from hiera_video.tasks.base import EvaluationInterrupted, Task
 from hiera_video.utils import distributed as du
@@ -75,7 +77,9 @@ class Trainer:
         self.task = task
         self.ctx = ctx
         self.device = ctx.device
-        self.model = task.build_model().to(self.device)
+        # With TRAIN.PARALLELISM fsdp the model is sharded here, before the optimizer takes its parameters.
+        self.model = parallel.shard_model(task.build_model().to(self.device), cfg, ctx)
+        self.sharded_writer = ShardedCheckpointWriter(ctx.is_main) if parallel.is_sharded(self.model) else None
         self.global_batch = cfg.TRAIN.BATCH_SIZE
         self.base_lr = scaled_lr(cfg.SOLVER.BASE_LR, self.global_batch, cfg.SOLVER.BASE_LR_BATCH)
         self.cuda_options = cuda_options(self.device, cfg.TRAIN.ACCUM_ITER)
@@ -97,9 +101,10 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------ state
     def _state(self, epoch: int, iteration: int, eval_pending: bool) -> dict[str, Any]:
         rng_states = du.gather_object(ckpt.capture_rng_state(self.device))  # rank 0 writes them
+        model_state, optimizer_state = parallel.training_state(self.model, self.optimizer)
         return {
-            "model_state": unwrap_model(self.model).state_dict(),
-            "optimizer_state": self.optimizer.state_dict(),
+            "model_state": model_state,
+            "optimizer_state": optimizer_state,
             "scaler_state": self.scaler.state_dict(),
             "epoch": epoch,
             "iter": iteration,
@@ -115,14 +120,27 @@ class Trainer:
         """Checkpoint after `epoch` completed epochs and `iteration` steps of the next one (all ranks call it);
         `eval_pending`: the evaluation of epoch `epoch` follows, and a run resuming here starts with it."""
         state = self._state(epoch, iteration, eval_pending)
-        path = ckpt.checkpoint_path(self.cfg.OUTPUT_DIR, epoch, iteration or None)
-        if self.ctx.is_main:
-            ckpt.save_checkpoint(path, state)
+        sharded = self.sharded_writer is not None
+        path = ckpt.checkpoint_path(self.cfg.OUTPUT_DIR, epoch, iteration or None, sharded=sharded)
+
+        def prune() -> None:
             if iteration == 0:
                 ckpt.keep_last(self.cfg.OUTPUT_DIR, self.cfg.TRAIN.KEEP_ITER_CHECKPOINTS)
-        du.barrier()
+
+        if self.sharded_writer is not None:  # every rank writes its shards, in the background (`wait_for_checkpoint`)
+            self.sharded_writer.save(path, state, on_complete=prune)
+        else:
+            if self.ctx.is_main:
+                ckpt.save_checkpoint(path, state)
+                prune()
+            du.barrier()
         self.last_checkpoint = path
         return path
+
+    def wait_for_checkpoint(self) -> None:
+        """Returns once the last checkpoint is complete on disk (sharded ones are written in the background)."""
+        if self.sharded_writer is not None:
+            self.sharded_writer.wait()
 
     def resume_or_initialise(self) -> None:
         """Continue from the newest checkpoint in OUTPUT_DIR (rank 0's choice), else start from
@@ -130,9 +148,9 @@ class Trainer:
         latest = ckpt.agreed_latest_checkpoint(self.cfg.OUTPUT_DIR, self.ctx.is_main) \
             if self.cfg.TRAIN.AUTO_RESUME else None
         if latest:
-            state = ckpt.load_checkpoint(latest)
-            unwrap_model(self.model).load_state_dict(state["model_state"])
-            self.optimizer.load_state_dict(state["optimizer_state"])
+            state = read_checkpoint(latest, self.model, self.optimizer)
+            parallel.load_model_state(self.model, state["model_state"])
+            parallel.load_optimizer_state(self.model, self.optimizer, state["optimizer_state"])
             ckpt.restore_scaler(self.scaler, state["scaler_state"])
             if self.ema is not None:
                 self.ema.from_checkpoint(state, latest)
@@ -150,10 +168,11 @@ class Trainer:
         elif self.cfg.TRAIN.CHECKPOINT_FILE_PATH:
             path = self.cfg.TRAIN.CHECKPOINT_FILE_PATH
             state = load_state_file(path)
-            report = load_pretrained(unwrap_model(self.model), state)
+            report = load_pretrained(unwrap_model(self.model), state,
+                                     copy=lambda tensors: parallel.load_model_state(self.model, tensors, strict=False))
             logger.info("Initialised from %s: %s", path, report.summary())
             if not self.cfg.TRAIN.CHECKPOINT_EPOCH_RESET and "optimizer_state" in state:
-                self.optimizer.load_state_dict(state["optimizer_state"])
+                parallel.load_optimizer_state(self.model, self.optimizer, state["optimizer_state"])
                 self.start_epoch, self.start_iter = int(state.get("epoch", 0)), int(state.get("iter", 0))
                 if self.ema is not None:
                     self.ema.from_checkpoint(state, path)
@@ -169,7 +188,7 @@ class Trainer:
         cfg = self.cfg
         self.resume_or_initialise()
         model = self.model
-        if self.ctx.world_size > 1:
+        if self.ctx.world_size > 1 and not parallel.is_sharded(model):
             model = DistributedDataParallel(model, **self.cuda_options.ddp)
         self.train_model = model
         loader, sampler = self.task.train_loader()
@@ -194,6 +213,10 @@ class Trainer:
                     raise StopRequested(stop.signal_name, path)
                 if evaluate:
                     self._evaluate_or_stop(epoch, stop, saved)
+            self.wait_for_checkpoint()
+        except StopRequested:
+            self.wait_for_checkpoint()  # the checkpoint named in the stop is complete before the job ends
+            raise
         finally:
             self.tensorboard.close()
         return unwrap_model(self.model)
@@ -251,7 +274,8 @@ class Trainer:
         accum = len(micro_batches)
         totals: dict[str, float] = {}
         for i, batch in enumerate(micro_batches):
-            # Gradients are all-reduced once, after the last micro-batch.
+            # Gradients are all-reduced (FSDP: reduce-scattered) once, after the last micro-batch.
+            parallel.set_gradient_sync(model, i == accum - 1)
             sync = model.no_sync() if isinstance(model, DistributedDataParallel) and i < accum - 1 else \
                 contextlib.nullcontext()
             with sync, amp_context(self.cfg, self.device):
@@ -290,7 +314,8 @@ class Trainer:
 
     def evaluate(self, epoch: int) -> dict[str, Any]:
         model = unwrap_model(self.model)
-        stats = self.task.validate(model, epoch)
+        with parallel.full_parameters(model):
+            stats = self.task.validate(model, epoch)
         if self.ema is not None:
             ema = self.ema.module
             stats.update(ema_statistics(self.task, lambda: self.task.validate(ema, epoch)))

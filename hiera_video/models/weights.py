@@ -10,7 +10,7 @@ import dataclasses
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,7 @@ from torch import nn
 
 from hiera_video.models.hiera import HieraBackbone
 from hiera_video.models.pretrained import resolve_weights
+from hiera_video.utils.dcp_folders import read_dcp_folder
 from hiera_video.utils.wrappers import strip_ddp_prefix, unwrap_model
 
 RESIZABLE_KEYS = ("pos_embed_spatial", "pos_embed_temporal", "pos_embed")
@@ -59,9 +60,12 @@ def load_state_file(path: str | os.PathLike) -> dict[str, Any]:
     """Read a torch file on the CPU with `weights_only=True`; errors name the path.
 
     `path`: any iopath path, or an official name MODEL:CHECKPOINT (`hiera_base_16x224:mae_k400_ft_k400`),
-    downloaded once into the torch hub cache (pretrained.resolve_weights).
+    downloaded once into the torch hub cache (pretrained.resolve_weights). A sharded checkpoint folder (`.dcp`,
+    written with TRAIN.PARALLELISM fsdp) is read whole into the same dict (utils/dcp_folders.py).
     """
     spec, path = os.fspath(path), resolve_weights(path)
+    if g_pathmgr.isdir(path):
+        return read_dcp_folder(path)
     try:
         with g_pathmgr.open(path, "rb") as f:
             return torch.load(f, map_location="cpu", weights_only=True)
@@ -112,14 +116,17 @@ def resize_position_embedding(key: str, embed: torch.Tensor, model: HieraBackbon
 
 
 def load_pretrained(
-    model: nn.Module, state_dict_or_checkpoint: Mapping[str, Any] | str | os.PathLike
+    model: nn.Module,
+    state_dict_or_checkpoint: Mapping[str, Any] | str | os.PathLike,
+    copy: Callable[[dict[str, torch.Tensor]], object] | None = None,
 ) -> LoadReport:
     """Copy pretrained weights into `model` (fine-tuning init) and report what happened.
 
     Accepts an official classifier/MAE file dict, our checkpoint dict (optionally with a DDP `module.` prefix),
     a bare state dict, or a path to any of them. Keys absent on either side are reported, a `head.*` of another
     shape is dropped, position embeddings of another grid are interpolated; any other shape mismatch, or a file
-    sharing no key with the model, raises ValueError.
+    sharing no key with the model, raises ValueError. `copy` puts the chosen tensors into the model (default:
+    `load_state_dict(strict=False)`; a sharded model needs torch.distributed.checkpoint's loader).
     """
     if isinstance(state_dict_or_checkpoint, (str, os.PathLike)):
         state_dict_or_checkpoint = load_state_file(state_dict_or_checkpoint)
@@ -148,6 +155,9 @@ def load_pretrained(
             f"no tensor of the file matches the model: file keys start {sorted(source)[:5]}, "
             f"model keys start {sorted(model_state)[:5]}"
         )
-    target.load_state_dict(to_load, strict=False)
+    if copy is None:
+        target.load_state_dict(to_load, strict=False)
+    else:
+        copy(to_load)
     new_keys = [k for k in model_state if k not in to_load and k not in reinitialised]
     return LoadReport(list(to_load), new_keys, unused, reinitialised, interpolated)

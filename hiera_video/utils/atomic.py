@@ -18,8 +18,8 @@ def _is_local(path: str) -> bool:
     return "://" not in path
 
 
-def _fsync_directory(folder: str) -> None:
-    # Makes the rename itself durable; only meaningful (and possible) for local folders.
+def fsync_directory(folder: str) -> None:
+    """Makes renames inside the local `folder` durable."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -64,4 +64,4 @@ def atomic_open(path: str, mode: str = "w") -> Iterator[IO]:
             g_pathmgr.rm(tmp_path)
         raise
     if _is_local(folder):
-        _fsync_directory(folder)
+        fsync_directory(folder)

@@ -1,6 +1,6 @@
-"""tools/submit.py on the local Slurm cluster: a 2-task gloo run; a requeue mid-epoch, and the time-limit signal
-sent to every process of the job mid-epoch with spawned data-loader workers (as on a GPU cluster), both resuming to
-the weights of an uninterrupted run; a failing task ending the job."""
+"""tools/submit.py on the local Slurm cluster: a 2-task gloo run; a requeue mid-epoch (with DDP and with FSDP's
+sharded checkpoints), and the time-limit signal sent to every process of the job mid-epoch with spawned data-loader
+workers (as on a GPU cluster), all resuming to the weights of an uninterrupted run; a failing task ending the job."""
 from __future__ import annotations
 
 import os
@@ -71,20 +71,29 @@ def requeue_opts(dataset: str) -> list[str]:
                      "TEST.ENABLE", "False", "AUG.ENABLE", "True")
 
 
-@pytest.fixture(scope="module")
-def uninterrupted_weights(dataset, tmp_path_factory) -> dict[str, torch.Tensor]:
+def reference_weights(dataset: str, reference: Path, parallelism: str) -> dict[str, torch.Tensor]:
     """The final weights of `requeue_opts` run without interruption by 2 local processes."""
     from hiera_video.config import load_config
     from hiera_video.engine.runner import launch
 
-    reference = tmp_path_factory.mktemp("reference")
-    launch(load_config(str(DEMO), requeue_opts(dataset) + ["OUTPUT_DIR", str(reference), "NUM_CPU_PROCS", "2"]))
+    launch(load_config(str(DEMO), requeue_opts(dataset) + ["OUTPUT_DIR", str(reference), "NUM_CPU_PROCS", "2",
+                                                           "TRAIN.PARALLELISM", parallelism]))
     return load_checkpoint(find_latest_checkpoint(str(reference)))["model_state"]
 
 
-def assert_same_weights(expected: dict[str, torch.Tensor], job_dir: Path) -> None:
+@pytest.fixture(scope="module")
+def uninterrupted_weights(dataset, tmp_path_factory) -> dict[str, torch.Tensor]:
+    return reference_weights(dataset, tmp_path_factory.mktemp("reference"), "ddp")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_fsdp_weights(dataset, tmp_path_factory) -> dict[str, torch.Tensor]:
+    return reference_weights(dataset, tmp_path_factory.mktemp("reference_fsdp"), "fsdp")
+
+
+def assert_same_weights(expected: dict[str, torch.Tensor], job_dir: Path, name="checkpoint_epoch_00008.pyth") -> None:
     final = load_checkpoint(find_latest_checkpoint(str(job_dir)))["model_state"]
-    assert os.path.basename(find_latest_checkpoint(str(job_dir))) == "checkpoint_epoch_00008.pyth"
+    assert os.path.basename(find_latest_checkpoint(str(job_dir))) == name
     for key in expected:
         assert torch.equal(expected[key], final[key]), key
 
@@ -104,6 +113,23 @@ def test_requeue_mid_epoch_resumes_to_the_uninterrupted_weights(dataset, tmp_pat
                          log)
     assert len(resumed) == 1, log[-3000:]
     assert_same_weights(uninterrupted_weights, job_dir)
+
+
+def test_requeue_mid_epoch_with_fsdp_resumes_from_sharded_checkpoints_to_the_uninterrupted_weights(
+        dataset, tmp_path, slurm_cluster, cancel_at_exit, uninterrupted_fsdp_weights):
+    job_dir = tmp_path / "job"
+    job_id = submit(job_dir, requeue_opts(dataset) + ["TRAIN.PARALLELISM", "fsdp"], slurm_cluster)
+    cancel_at_exit.append(job_id)
+    wait_until(lambda: any(p.endswith(".dcp") and "_iter_" in p for p in list_checkpoints(str(job_dir))), 180,
+               "a mid-epoch sharded checkpoint")
+    subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
+    fields = wait_for_end(job_id, 300)
+    assert fields["JobState"] == "COMPLETED" and int(fields["Restarts"]) == 1, slurm_logs(job_dir)
+    log = (job_dir / "stdout.log").read_text()
+    resumed = re.findall(r"Resumed from \S+checkpoint_epoch_(\d+)_iter_(\d+)\.dcp at epoch (\d+), iteration (\d+)",
+                         log)
+    assert len(resumed) == 1, log[-3000:]
+    assert_same_weights(uninterrupted_fsdp_weights, job_dir, "checkpoint_epoch_00008.dcp")
 
 
 def test_time_limit_signal_to_every_process_with_spawned_workers_saves_requeues_and_resumes(
