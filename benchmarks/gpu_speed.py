@@ -102,7 +102,8 @@ def official_model(cfg, row: Row, smoke: bool) -> nn.Module:
     if not smoke:
         return getattr(hiera, name)(pretrained=False)
     sizes = {**model_spec(name).defaults, **model_overrides(cfg), "mask_unit_size": (1, 8, 8), "sep_pos_embed": True}
-    sizes.pop("target", None)
+    for ours_only in ("target", "act_checkpoint"):  # keys the official constructors do not take
+        sizes.pop(ours_only, None)
     return MaskedAutoencoderHiera(**sizes) if row.task == "mae" else hiera.Hiera(**sizes)
 
 
