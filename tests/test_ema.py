@@ -2,23 +2,19 @@
 from __future__ import annotations
 
 import logging
-import os
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+import tiny_demo
 from hiera_video.config import ConfigError, get_cfg, load_config
-from hiera_video.data.demo import write_demo_dataset
 from hiera_video.engine.checkpoint import find_latest_checkpoint, load_checkpoint
 from hiera_video.engine.ema import ModelEma, build_model_ema
 from hiera_video.engine.logging import read_json_stats
 from hiera_video.engine.runner import run
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMO_CFG = os.path.join(REPO, "configs", "Demo", "HIERA_DEMO.yaml")
-
+from tiny_demo import write_tiny_demo
 
 # ---------------------------------------------------------------------------------------------------------------
 # The average
@@ -90,25 +86,16 @@ def test_bad_decay_and_warmup_name_the_key():
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("data") / "motion")
-    write_demo_dataset(root, num_classes=2, train_per_class=4, val_per_class=2, test_per_class=2, num_frames=16,
-                       size=32)
-    return root
+    return write_tiny_demo(str(tmp_path_factory.mktemp("data") / "motion"))
+
+
+EMA_OPTS = ("TEST.NUM_ENSEMBLE_VIEWS", "1", "TEST.NUM_SPATIAL_CROPS", "1", "MODEL_EMA.ENABLE", "True",
+            "MODEL_EMA.DECAY", "0.5", "MODEL_EMA.WARMUP_STEPS", "2")
 
 
 def tiny_cfg(dataset_root, output_dir, *opts, task="classification"):
-    """The demo config shrunk to a 4-frame 32x32 clip and a 3-stage, 16-channel Hiera, with the EMA on."""
-    arch = "mae_hiera_base_16x224" if task == "mae" else "hiera_base_16x224"
-    base = ["TASK", task, "MODEL.ARCH", arch, "OUTPUT_DIR", str(output_dir), "DATA.PATH_TO_DATA_DIR", dataset_root,
-            "DATA.PATH_PREFIX", dataset_root, "MODEL.NUM_CLASSES", "2", "HIERA.STAGES", "[1, 1, 1]",
-            "HIERA.EMBED_DIM", "16", "DATA.NUM_FRAMES", "4", "DATA.SAMPLING_RATE", "2", "DATA.TRAIN_CROP_SIZE",
-            "32", "DATA.TEST_CROP_SIZE", "32", "TRAIN.BATCH_SIZE", "4", "TEST.BATCH_SIZE", "2", "SOLVER.MAX_EPOCH",
-            "2", "SOLVER.WARMUP_EPOCHS", "1.0", "DATA_LOADER.NUM_WORKERS", "0", "LOG_PERIOD", "1",
-            "MAE.MASK_RATIO", "0.5", "MAE.DECODER_EMBED_DIM", "32", "MAE.DECODER_DEPTH", "1",
-            "MAE.DECODER_NUM_HEADS", "1", "TEST.NUM_ENSEMBLE_VIEWS", "1", "TEST.NUM_SPATIAL_CROPS", "1",
-            "TRAIN.EVAL_PERIOD", "1", "MODEL_EMA.ENABLE", "True", "MODEL_EMA.DECAY", "0.5",
-            "MODEL_EMA.WARMUP_STEPS", "2"]
-    return load_config(DEMO_CFG, base + list(opts))
+    """The shared tiny config with single-view testing and the EMA on."""
+    return tiny_demo.tiny_cfg(dataset_root, output_dir, *EMA_OPTS, *opts, task=task)
 
 
 def latest_state(output_dir):
