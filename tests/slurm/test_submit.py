@@ -98,38 +98,34 @@ def assert_same_weights(expected: dict[str, torch.Tensor], job_dir: Path, name="
         assert torch.equal(expected[key], final[key]), key
 
 
-def test_requeue_mid_epoch_resumes_to_the_uninterrupted_weights(dataset, tmp_path, slurm_cluster, cancel_at_exit,
-                                                                uninterrupted_weights):
-    job_dir = tmp_path / "job"
-    job_id = submit(job_dir, requeue_opts(dataset), slurm_cluster)
+def requeue_mid_epoch_and_check(dataset: str, job_dir: Path, slurm_cluster, cancel_at_exit: list[str],
+                                expected: dict[str, torch.Tensor], parallelism: str, suffix: str) -> None:
+    """Submits `requeue_opts` with `parallelism`, requeues the job once a mid-epoch checkpoint (`suffix`: .pyth or
+    .dcp) exists, and checks it resumed once from a mid-epoch checkpoint to the `expected` final weights."""
+    job_id = submit(job_dir, requeue_opts(dataset) + ["TRAIN.PARALLELISM", parallelism], slurm_cluster)
     cancel_at_exit.append(job_id)
-    wait_until(lambda: any("_iter_" in p for p in list_checkpoints(str(job_dir))), 180,
-               "a mid-epoch checkpoint")
+    wait_until(lambda: any(p.endswith(suffix) and "_iter_" in p for p in list_checkpoints(str(job_dir))), 180,
+               f"a mid-epoch {suffix} checkpoint")
     subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
     fields = wait_for_end(job_id, 300)
     assert fields["JobState"] == "COMPLETED" and int(fields["Restarts"]) == 1, slurm_logs(job_dir)
     log = (job_dir / "stdout.log").read_text()
-    resumed = re.findall(r"Resumed from \S+checkpoint_epoch_(\d+)_iter_(\d+)\.pyth at epoch (\d+), iteration (\d+)",
-                         log)
+    resumed = re.findall(r"Resumed from \S+checkpoint_epoch_(\d+)_iter_(\d+)" + re.escape(suffix)
+                         + r" at epoch (\d+), iteration (\d+)", log)
     assert len(resumed) == 1, log[-3000:]
-    assert_same_weights(uninterrupted_weights, job_dir)
+    assert_same_weights(expected, job_dir, f"checkpoint_epoch_00008{suffix}")
+
+
+def test_requeue_mid_epoch_resumes_to_the_uninterrupted_weights(dataset, tmp_path, slurm_cluster, cancel_at_exit,
+                                                                uninterrupted_weights):
+    requeue_mid_epoch_and_check(dataset, tmp_path / "job", slurm_cluster, cancel_at_exit, uninterrupted_weights,
+                                "ddp", ".pyth")
 
 
 def test_requeue_mid_epoch_with_fsdp_resumes_from_sharded_checkpoints_to_the_uninterrupted_weights(
         dataset, tmp_path, slurm_cluster, cancel_at_exit, uninterrupted_fsdp_weights):
-    job_dir = tmp_path / "job"
-    job_id = submit(job_dir, requeue_opts(dataset) + ["TRAIN.PARALLELISM", "fsdp"], slurm_cluster)
-    cancel_at_exit.append(job_id)
-    wait_until(lambda: any(p.endswith(".dcp") and "_iter_" in p for p in list_checkpoints(str(job_dir))), 180,
-               "a mid-epoch sharded checkpoint")
-    subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
-    fields = wait_for_end(job_id, 300)
-    assert fields["JobState"] == "COMPLETED" and int(fields["Restarts"]) == 1, slurm_logs(job_dir)
-    log = (job_dir / "stdout.log").read_text()
-    resumed = re.findall(r"Resumed from \S+checkpoint_epoch_(\d+)_iter_(\d+)\.dcp at epoch (\d+), iteration (\d+)",
-                         log)
-    assert len(resumed) == 1, log[-3000:]
-    assert_same_weights(uninterrupted_fsdp_weights, job_dir, "checkpoint_epoch_00008.dcp")
+    requeue_mid_epoch_and_check(dataset, tmp_path / "job", slurm_cluster, cancel_at_exit, uninterrupted_fsdp_weights,
+                                "fsdp", ".dcp")
 
 
 def test_time_limit_signal_to_every_process_with_spawned_workers_saves_requeues_and_resumes(
