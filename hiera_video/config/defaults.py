@@ -105,6 +105,10 @@ _C.TRAIN.MIXED_PRECISION = True
 _C.TRAIN.AMP_DTYPE = "bfloat16"
 # Micro-batches accumulated per optimiser step (the global batch is split over them).
 _C.TRAIN.ACCUM_ITER = 1
+# torch.compile the training model: "" (eager), "default", "reduce-overhead" (adds CUDA graphs on a GPU) or
+# "max-autotune" (longer compilation searching faster kernels). Static shapes (dynamic=False), compiled once before
+# the DistributedDataParallel wrap; evaluation runs eagerly. Compiling on the CPU needs a C++ compiler (g++).
+_C.TRAIN.COMPILE = ""
 
 # ---------------------------------------------------------------------------------------------------------------
 # Testing

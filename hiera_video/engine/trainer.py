@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from hiera_video.config import register_choices
 from hiera_video.engine import checkpoint as ckpt
+from hiera_video.engine.compile import COMPILE_MODES, compile_model
 from hiera_video.engine.logging import TensorboardWriter, log_json_stats, memory_string
 from hiera_video.engine.optim import LR_POLICIES, OPTIMIZERS, build_optimizer, lr_at, scaled_lr, set_lr
 from hiera_video.engine.preemption import StopFlag, StopRequested
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 register_choices("SOLVER.OPTIMIZING_METHOD", OPTIMIZERS)
 register_choices("SOLVER.LR_POLICY", LR_POLICIES)
 register_choices("TRAIN.AMP_DTYPE", AMP_DTYPES)
+register_choices("TRAIN.COMPILE", COMPILE_MODES)
 
 
 def move_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -140,7 +142,7 @@ class Trainer:
         """
         cfg = self.cfg
         self.resume_or_initialise()
-        model = self.model
+        model = compile_model(self.model, cfg.TRAIN.COMPILE)  # evaluation and checkpoints use the eager self.model
         if self.ctx.world_size > 1:
             model = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda"
                                             else None, find_unused_parameters=False)
