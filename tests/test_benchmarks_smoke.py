@@ -94,3 +94,26 @@ def test_feature_speed_times_extraction_and_the_bare_model_on_the_same_clips(tmp
     extraction, model = float(rows["extraction"][1]), float(rows["model only"][2])
     assert extraction > 0 and model > 0 and float(rows["extraction"][3]) == pytest.approx(extraction / model, abs=0.01)
     assert re.search(r"extraction \S+ clips/s = \d+% of the bare model's", summary_line(output))
+
+
+def test_memory_runs_each_setting_in_its_own_process_with_equal_losses():
+    output = run_benchmark("memory.py", "--smoke", "--mae", "--threads", "1", "--steps", "1")
+    assert "peak = ru_maxrss of the setting's own process" in output
+    rows = [line.split() for line in output.splitlines() if line.startswith(("hiera_", "mae_hiera_"))
+            and " 4x32x32 " in line and "checkpointed" not in line]
+    assert [(row[0], row[1], row[3]) for row in rows] == [
+        ("hiera_large_16x224", "fine-tuning", "off"), ("hiera_large_16x224", "fine-tuning", "on"),
+        ("mae_hiera_large_16x224", "mae", "off"), ("mae_hiera_large_16x224", "mae", "on")]
+    for row in rows:
+        seconds, (peak, step, static, libraries) = float(row[4]), map(float, row[-4:])
+        assert seconds > 0 and peak > libraries > 100  # whole-process peaks, above torch's own footprint
+        assert step >= 0 and static > 0
+    ratios = re.findall(r"checkpointed / plain peak memory (\S+), step memory (\S+), speed (\S+); "
+                        r"\|loss difference\| (\S+)", output)
+    assert len(ratios) == 2
+    for peak, step, speed, loss_gap in ratios:
+        assert float(peak) > 0 and float(step) > 0 and float(speed) > 0
+        assert float(loss_gap) == 0.0  # the same seed: checkpointing changes no number
+    summary = summary_line(output)
+    assert re.search(r"peak memory \d+\.\d\dx \(target <= 0\.5: (met|MISSED); step memory \d+\.\d\dx\), "
+                     r"speed \d+\.\d\dx", summary)

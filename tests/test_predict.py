@@ -240,9 +240,10 @@ def test_memory_stays_bounded_on_a_ten_minute_video(demo, tmp_path):
     (short_frames, short_peak), (long_frames, long_peak) = runs["short"], runs["long"]
     print(f"peak memory: 10 s {short_peak / 1e6:.0f} MB, 10 min {long_peak / 1e6:.0f} MB")
     assert (short_frames, long_frames) == (200, 12000)
-    # Holding the long video's decoded frames would cost more than half the short run's peak: the bound catches it.
-    assert long_frames * 128 * 128 * 3 > 0.5 * short_peak
     assert long_peak <= 1.5 * short_peak, f"10 min: {long_peak / 1e6:.0f} MB, 10 s: {short_peak / 1e6:.0f} MB"
+    # The 1.5x bound depends on the baseline (845 MB alone, 1.8 GB once seen inside the full suite), so also bound
+    # the growth itself: holding the long video's decoded frames (590 MB) would add far more than a quarter of them.
+    assert long_peak - short_peak <= 0.25 * long_frames * 128 * 128 * 3
     [video] = json.loads((tmp_path / "long.json").read_text())["videos"]
     assert len(video["windows"]) == 150 and video["windows"][-1]["end"] == pytest.approx(600.0)
     with av.open(str(tmp_path / "long_ov.mp4")) as container:

@@ -132,10 +132,10 @@ def test_a_training_step_reads_nothing_on_the_host(dataset, tmp_path, single_pro
 
 def test_steps_between_log_lines_read_nothing_and_the_log_keeps_every_step(dataset, tmp_path, single_process,
                                                                           monkeypatch):
-    """A whole epoch of the trainer loop (learning rate, data, step, meters) up to its one log line reads nothing;
-    the log line then has every step's values."""
+    """A whole epoch of the trainer loop (learning rate, data, step, weight EMA, meters; with activation
+    checkpointing) up to its one log line reads nothing; the log line then has every step's values."""
     cfg = tiny_cfg(dataset, tmp_path, "classification", "TRAIN.BATCH_SIZE", "2", "LOG_PERIOD", "4",
-                   "DATA_LOADER.NUM_WORKERS", "1")
+                   "DATA_LOADER.NUM_WORKERS", "1", "MODEL_EMA.ENABLE", "True", "MODEL.ACT_CHECKPOINT", "True")
     trainer = Trainer(cfg, build_task(cfg, single_process), single_process)
     loader, sampler = trainer.task.train_loader()
     trainer.train_model, trainer.steps_per_epoch = trainer.model, 4

@@ -143,6 +143,10 @@ def _check_values(cfg: CfgNode) -> None:
         value = (cfg[group] if group else cfg)[leaf]
         if value < 1:
             raise ConfigError(f"{key} must be at least 1; got {value}")
+    if not 0.0 <= cfg.MODEL_EMA.DECAY < 1.0:
+        raise ConfigError(f"MODEL_EMA.DECAY must be in [0, 1); got {cfg.MODEL_EMA.DECAY}")
+    if cfg.MODEL_EMA.WARMUP_STEPS < 0:
+        raise ConfigError(f"MODEL_EMA.WARMUP_STEPS must be >= 0; got {cfg.MODEL_EMA.WARMUP_STEPS}")
     if not 0.0 <= cfg.MAE.MASK_RATIO < 1.0:
         raise ConfigError(f"MAE.MASK_RATIO must be in [0, 1); got {cfg.MAE.MASK_RATIO}")
     if cfg.TRAIN.ENABLE and not 0 <= cfg.SOLVER.WARMUP_EPOCHS < cfg.SOLVER.MAX_EPOCH:

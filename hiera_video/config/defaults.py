@@ -48,6 +48,10 @@ _C.MODEL.CLASS_NAMES = ""
 # Linear probe: train only the head (a BatchNorm without affine parameters, then the linear layer, as MAE's linear
 # probing); the backbone keeps the weights of TRAIN.CHECKPOINT_FILE_PATH (or its random init) and stays in eval mode.
 _C.MODEL.FREEZE_BACKBONE = False
+# Activation checkpointing: in training, every Hiera block (the backbone's and the MAE decoder's) keeps only its input
+# and recomputes its activations in backward (non-reentrant torch.utils.checkpoint). Less memory, about one more
+# forward pass per step (benchmarks/memory.py measures both); the gradients are the same.
+_C.MODEL.ACT_CHECKPOINT = False
 
 # Overrides of the constructor's hyper-parameters; an empty list / -1 keeps the constructor's value.
 _C.HIERA = CfgNode()
@@ -74,6 +78,16 @@ _C.MAE.TARGET = "pixel"
 _C.MAE.DECODER_EMBED_DIM = -1
 _C.MAE.DECODER_DEPTH = -1
 _C.MAE.DECODER_NUM_HEADS = -1
+
+# Exponential moving average (EMA) of the weights, updated after every optimiser step; validation and the test also
+# evaluate it (json_stats keys and result files prefixed ema_) and checkpoints keep it (model_ema_state).
+_C.MODEL_EMA = CfgNode()
+_C.MODEL_EMA.ENABLE = False
+# Weight of the average in each update: the average spans about 1 / (1 - DECAY) steps.
+_C.MODEL_EMA.DECAY = 0.9999
+# Decay warmup: update t uses DECAY * min(1, t / WARMUP_STEPS), so the first update copies the weights and the
+# average forgets the starting weights quickly (0: DECAY from the second update on).
+_C.MODEL_EMA.WARMUP_STEPS = 2000
 
 # ---------------------------------------------------------------------------------------------------------------
 # Training

@@ -85,14 +85,17 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0
 
 def build_optimizer(model: nn.Module, name: str, base_lr: float, weight_decay: float,
                     betas: Sequence[float] = (0.9, 0.999), momentum: float = 0.9, layer_decay: float = 1.0,
-                    no_decay_names: Sequence[str] = ()) -> torch.optim.Optimizer:
-    """AdamW or SGD over `param_groups(model, ...)`; each group starts at base_lr * lr_scale."""
+                    no_decay_names: Sequence[str] = (), fused: bool = False) -> torch.optim.Optimizer:
+    """AdamW or SGD over `param_groups(model, ...)`; each group starts at base_lr * lr_scale. `fused`: AdamW's fused
+    kernel (CUDA; see engine/cuda_options.py), otherwise torch's default implementation."""
     groups = param_groups(model, weight_decay, layer_decay, no_decay_names)
     for group in groups:
         group["lr"] = base_lr * group["lr_scale"]
     name = name.lower()
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=base_lr, betas=(betas[0], betas[1]), weight_decay=weight_decay)
+        # Only an explicit True: fused=False would also turn off torch's default foreach implementation on CUDA.
+        return torch.optim.AdamW(groups, lr=base_lr, betas=(betas[0], betas[1]), weight_decay=weight_decay,
+                                 **({"fused": True} if fused else {}))
     if name == "sgd":
         return torch.optim.SGD(groups, lr=base_lr, momentum=momentum, weight_decay=weight_decay)
     raise ValueError(f"Unknown optimizer '{name}': expected one of {', '.join(OPTIMIZERS)}")

@@ -18,6 +18,7 @@ from hiera_video.data.demo import read_manifest, write_demo_dataset
 from hiera_video.data.video_io import set_decoder_log_level
 from hiera_video.engine import checkpoint as ckpt
 from hiera_video.engine import launch as launcher
+from hiera_video.engine.ema import ema_statistics, load_test_ema
 from hiera_video.engine.logging import log_json_stats, setup_logging
 from hiera_video.engine.preemption import StopFlag, StopRequested
 from hiera_video.engine.trainer import Trainer
@@ -132,20 +133,24 @@ def _train_and_test(ctx: du.DistContext, cfg: CfgNode, stop: StopFlag) -> dict[s
     prepare_demo_data(cfg, ctx)
     task = build_task(cfg, ctx)
     task.should_stop = lambda: stop.agreed(ctx.device)
-    model, weights = None, ""
+    model, ema_model, weights = None, None, ""
     if cfg.TRAIN.ENABLE:
         trainer = Trainer(cfg, task, ctx)
         if ctx.is_main:
             log_model_info(trainer.model, task.model_input_shape())
         model = trainer.train(stop)
+        ema_model = trainer.ema.module if trainer.ema is not None else None
         weights = trainer.last_checkpoint
     results: dict[str, Any] = {}
     if cfg.TEST.ENABLE:
         if model is None:
             model = task.build_model().to(ctx.device)
             weights = load_test_weights(cfg, model, ctx.is_main)
+            ema_model = load_test_ema(cfg, task, weights, ctx.device)
         try:
             results = task.test(model)
+            if ema_model is not None:
+                results.update(ema_statistics(task, lambda: task.test(ema_model)))
         except EvaluationInterrupted:
             raise StopRequested(stop.signal_name, weights or "nothing (no weights were loaded)") from None
         if ctx.is_main:

@@ -20,6 +20,8 @@ from torch.nn.parallel import DistributedDataParallel
 from hiera_video.config import register_choices
 from hiera_video.engine import checkpoint as ckpt
 from hiera_video.engine.compile import COMPILE_MODES, compile_model
+from hiera_video.engine.cuda_options import cuda_options
+from hiera_video.engine.ema import build_model_ema, ema_statistics
 from hiera_video.engine.logging import TensorboardWriter, log_json_stats, memory_string
 from hiera_video.engine.optim import LR_POLICIES, OPTIMIZERS, build_optimizer, lr_at, scaled_lr, set_lr
 from hiera_video.engine.preemption import StopFlag, StopRequested
@@ -58,10 +60,12 @@ class Trainer:
         self.model = task.build_model().to(self.device)
         self.global_batch = cfg.TRAIN.BATCH_SIZE
         self.base_lr = scaled_lr(cfg.SOLVER.BASE_LR, self.global_batch, cfg.SOLVER.BASE_LR_BATCH)
+        self.cuda_options = cuda_options(self.device, cfg.TRAIN.ACCUM_ITER)
         self.optimizer = build_optimizer(
             self.model, name=cfg.SOLVER.OPTIMIZING_METHOD, base_lr=self.base_lr,
             weight_decay=cfg.SOLVER.WEIGHT_DECAY, betas=tuple(cfg.SOLVER.BETAS), momentum=cfg.SOLVER.MOMENTUM,
-            layer_decay=cfg.SOLVER.LAYER_DECAY)
+            layer_decay=cfg.SOLVER.LAYER_DECAY, fused=self.cuda_options.fused_adamw)
+        self.ema = build_model_ema(cfg, unwrap_model(self.model))  # None without MODEL_EMA.ENABLE
         use_scaler = self.device.type == "cuda" and cfg.TRAIN.MIXED_PRECISION and cfg.TRAIN.AMP_DTYPE == "float16"
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.step_stats = StepStats(self.device)  # read at log steps only: steps never wait for the device
@@ -87,6 +91,7 @@ class Trainer:
             "best": dict(self.best),
             "eval_pending": eval_pending,
             "cfg": self.cfg.dump(),
+            **(self.ema.to_checkpoint() if self.ema is not None else {}),
         }
 
     def save(self, epoch: int, iteration: int, eval_pending: bool = False) -> str:
@@ -112,6 +117,8 @@ class Trainer:
             unwrap_model(self.model).load_state_dict(state["model_state"])
             self.optimizer.load_state_dict(state["optimizer_state"])
             ckpt.restore_scaler(self.scaler, state["scaler_state"])
+            if self.ema is not None:
+                self.ema.from_checkpoint(state, latest)
             self.start_epoch, self.start_iter = int(state["epoch"]), int(state["iter"])
             self.best = dict(state.get("best", {}))
             self.eval_pending = bool(state.get("eval_pending", False))
@@ -131,6 +138,8 @@ class Trainer:
             if not self.cfg.TRAIN.CHECKPOINT_EPOCH_RESET and "optimizer_state" in state:
                 self.optimizer.load_state_dict(state["optimizer_state"])
                 self.start_epoch, self.start_iter = int(state.get("epoch", 0)), int(state.get("iter", 0))
+                if self.ema is not None:
+                    self.ema.from_checkpoint(state, path)
 
     # ------------------------------------------------------------------------------------------------ loop
     def train(self, stop: StopFlag) -> nn.Module:
@@ -144,8 +153,7 @@ class Trainer:
         self.resume_or_initialise()
         model = compile_model(self.model, cfg.TRAIN.COMPILE)  # evaluation and checkpoints use the eager self.model
         if self.ctx.world_size > 1:
-            model = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda"
-                                            else None, find_unused_parameters=False)
+            model = DistributedDataParallel(model, **self.cuda_options.ddp)
         self.train_model = model
         loader, sampler = self.task.train_loader()
         batch_size = loader.batch_size
@@ -195,6 +203,8 @@ class Trainer:
             micro_batches = [next(batches) for _ in range(accum)]
             t_data = time.perf_counter() - t0
             self._optimisation_step(model, micro_batches, epoch, step)
+            if self.ema is not None:
+                self.ema.update(unwrap_model(self.model))
             for micro in micro_batches:
                 bad_files.update(self._report_bad(micro))
             dt = time.perf_counter() - t0
@@ -277,7 +287,10 @@ class Trainer:
     def evaluate(self, epoch: int) -> dict[str, Any]:
         model = unwrap_model(self.model)
         stats = self.task.validate(model, epoch)
-        for key in self.task.tracked_minima:
+        if self.ema is not None:
+            ema = self.ema.module
+            stats.update(ema_statistics(self.task, lambda: self.task.validate(ema, epoch)))
+        for key in [name for minimum in self.task.tracked_minima for name in (minimum, f"ema_{minimum}")]:
             if key in stats:
                 self.best[key] = min(self.best.get(key, math.inf), stats[key])
                 stats[f"min_{key}"] = self.best[key]

@@ -54,10 +54,12 @@ def _fit_to_stage_count(arch: str, overrides: dict[str, Any]) -> None:
 
 
 def model_overrides(cfg: CfgNode) -> dict[str, Any]:
-    """Constructor keyword arguments implied by the config (input size, classes, HIERA.*, MAE.*)."""
+    """Constructor keyword arguments implied by the config (input size, classes, activation checkpointing, HIERA.*,
+    MAE.*)."""
     size = cfg.DATA.TRAIN_CROP_SIZE
     overrides: dict[str, Any] = {"input_size": (cfg.DATA.NUM_FRAMES, size, size),
-                                 "drop_path_rate": cfg.HIERA.DROP_PATH_RATE}
+                                 "drop_path_rate": cfg.HIERA.DROP_PATH_RATE,
+                                 "act_checkpoint": cfg.MODEL.ACT_CHECKPOINT}
     for key, arg in _HIERA_OVERRIDES.items():
         if _is_set(cfg.HIERA[key]):
             value = cfg.HIERA[key]

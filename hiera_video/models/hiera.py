@@ -22,6 +22,7 @@ from typing import Any, cast
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from torchvision.ops import StochasticDepth
 
 from hiera_video.models.registry import create_model, register_model
@@ -211,7 +212,11 @@ class Mlp(nn.Module):
 
 class HieraBlock(nn.Module):
     """Pre-norm transformer block. A block that changes the width projects the *normalised* input for the
-    residual (`proj`), and a q-pooling block max-pools that residual like the queries."""
+    residual (`proj`), and a q-pooling block max-pools that residual like the queries.
+
+    `act_checkpoint`: in training (with gradients), keep only the block's input and recompute its activations in
+    backward (non-reentrant torch.utils.checkpoint, which restores the RNG state, so drop path draws the same).
+    """
 
     def __init__(
         self,
@@ -223,8 +228,10 @@ class HieraBlock(nn.Module):
         q_stride: int = 1,
         window_size: int = 0,
         use_mask_unit_attn: bool = False,
+        act_checkpoint: bool = False,
     ):
         super().__init__()
+        self.act_checkpoint = act_checkpoint
         self.norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self.attn = MaskUnitAttention(dim, dim_out, heads, q_stride, window_size, use_mask_unit_attn)
         self.norm2 = nn.LayerNorm(dim_out, eps=LAYER_NORM_EPS)
@@ -234,6 +241,11 @@ class HieraBlock(nn.Module):
         self.proj = nn.Linear(dim, dim_out) if dim != dim_out else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.act_checkpoint and self.training and torch.is_grad_enabled():
+            return checkpoint(self._forward, x, use_reentrant=False)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x_norm = self.norm1(x)
         if self.proj is not None:
             x = self.proj(x_norm)
@@ -298,6 +310,9 @@ class HieraBackbone(nn.Module):
       stage_ends: index of the last block of each stage; stage_dims: channels of each stage.
       stage_shapes: feature-map grid of each stage; stage_strides: pixels per feature-map cell of each stage
       (e.g. (2, 16, 16) for stage 3 of hiera_base_16x224: a 224 input gives a 14x14 map).
+
+    `act_checkpoint=True` recomputes every block's activations in backward instead of keeping them (see HieraBlock):
+    less memory for about one more forward pass per training step.
     """
 
     def __init__(
@@ -319,6 +334,7 @@ class HieraBackbone(nn.Module):
         mlp_ratio: float = 4.0,
         drop_path_rate: float = 0.0,
         sep_pos_embed: bool | None = None,
+        act_checkpoint: bool = False,
     ):
         super().__init__()
         ndim = len(input_size)
@@ -376,6 +392,7 @@ class HieraBackbone(nn.Module):
         self.num_mask_units = math.prod(self.mask_spatial_shape)
         self.stage_ends = [sum(stages[: i + 1]) - 1 for i in range(len(stages))]
         self.sep_pos_embed = sep_pos_embed
+        self.act_checkpoint = act_checkpoint
         self._unroll_strides = [q_stride] * (len(stages) - 1)
         pools_before_stage = [min(i, q_pool) for i in range(len(stages))]
         self.stage_shapes = [
@@ -421,6 +438,7 @@ class HieraBackbone(nn.Module):
                     q_stride=self.flat_q_stride if i in pool_blocks else 1,
                     window_size=window_size,
                     use_mask_unit_attn=windowed,
+                    act_checkpoint=act_checkpoint,
                 )
             )
             dim = dim_out

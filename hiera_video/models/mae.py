@@ -74,6 +74,8 @@ class MaskedAutoencoderHiera(HieraBackbone):
     """Hiera MAE. Architecture arguments as HieraBackbone (q_pool is 2 in the released models), plus the decoder
     (width, depth, heads) and the reconstruction `target` ("pixel" or "hog").
 
+    `act_checkpoint` (a backbone argument) also recomputes the decoder blocks in backward.
+
     Shape attributes besides the backbone's: pred_stride (pixels per prediction token per axis; predictions cover
     only the first frame of a temporal token), tokens_shape_final (prediction token grid), unit_shape_final
     (tokens per mask unit at the last stage), target_dim (values predicted per token).
@@ -116,7 +118,8 @@ class MaskedAutoencoderHiera(HieraBackbone):
 
         self.decoder_embed = nn.Linear(self.out_dim, decoder_embed_dim)
         self.decoder_blocks = nn.ModuleList(
-            HieraBlock(decoder_embed_dim, decoder_embed_dim, decoder_num_heads, mlp_ratio=self.mlp_ratio)
+            HieraBlock(decoder_embed_dim, decoder_embed_dim, decoder_num_heads, mlp_ratio=self.mlp_ratio,
+                       act_checkpoint=self.act_checkpoint)
             for _ in range(decoder_depth)
         )
         self.decoder_norm = nn.LayerNorm(decoder_embed_dim, eps=LAYER_NORM_EPS)

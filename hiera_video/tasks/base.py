@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -36,6 +37,8 @@ class Task:
 
     # json_stats keys of `validate` whose minimum over epochs is also logged (as min_<key>).
     tracked_minima: tuple[str, ...] = ()
+    # Put before the names of the files evaluations write (see output_prefix).
+    _file_prefix = ""
 
     def __init__(self, cfg: CfgNode, ctx: DistContext) -> None:
         self.cfg = cfg
@@ -65,6 +68,21 @@ class Task:
             if index < common and self.should_stop():
                 raise EvaluationInterrupted(f"stopped after {index} of {len(loader)} evaluation batches")
             yield next(batches)
+
+    @contextlib.contextmanager
+    def output_prefix(self, prefix: str) -> Iterator[None]:
+        """Evaluations inside this context write their files (predictions, scores, detections) as `prefix` + name,
+        beside the unprefixed ones: for evaluations of other weights of the same model (the EMA's)."""
+        previous, self._file_prefix = self._file_prefix, prefix
+        try:
+            yield
+        finally:
+            self._file_prefix = previous
+
+    def output_path(self, name: str) -> str:
+        """Where an evaluation writes file `name` (relative to OUTPUT_DIR, or absolute), with the current prefix."""
+        folder, base = os.path.split(name)
+        return os.path.join(self.cfg.OUTPUT_DIR, folder, self._file_prefix + base)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The training autocast (TRAIN.MIXED_PRECISION on CUDA), for evaluation forward passes."""

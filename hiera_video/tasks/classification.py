@@ -134,7 +134,7 @@ class ClassificationTask(Task):
         return self.class_names or [str(index) for index in range(self.num_classes)]
 
     def _write_predictions(self, aggregator: MultiViewAggregator, dataset) -> None:
-        path = os.path.join(self.cfg.OUTPUT_DIR, self.cfg.TEST.SAVE_RESULTS_PATH or "test_predictions.csv")
+        path = self.output_path(self.cfg.TEST.SAVE_RESULTS_PATH or "test_predictions.csv")
         names = self._display_names()
         with atomic_open(path, "w") as f:
             writer = csv.writer(f)
@@ -150,7 +150,7 @@ class ClassificationTask(Task):
     def _write_scores(self, aggregator: MultiViewAggregator, dataset) -> None:
         videos, scores = aggregator.video_scores()
         records = [dataset.records[video] for video in videos.tolist()]
-        path = os.path.join(self.cfg.OUTPUT_DIR, SCORES_FILE)
+        path = self.output_path(SCORES_FILE)
         save_test_scores(path, VideoScores(
             video_ids=np.array([record.video_id for record in records], dtype=str),
             paths=np.array([_video_path(record.source) for record in records], dtype=str),

@@ -125,13 +125,13 @@ class DetectionTask(Task):
         if gathered is not None:
             all_bad = sorted({entry for _, part in gathered for entry in part})
             log_failed_keyframes(split, all_bad)
-            path = os.path.join(cfg.OUTPUT_DIR, csv_name)
+            path = self.output_path(csv_name)
             write_detections_csv(path, self._detection_rows([p for p, _ in gathered], split, evaluated))
             num_boxes = sum(len(p["index"]) for p, _ in gathered)
             logger.info("Wrote the detections of %d boxes x %d classes to %s", num_boxes, len(class_ids), path)
             result = self._score(path, labelmap, class_ids, subsampled=split == "val" and not cfg.AVA.FULL_TEST_ON_VAL)
             if split == "test":
-                save_result_json(os.path.join(cfg.OUTPUT_DIR, "ava_result.json"), result)
+                save_result_json(self.output_path("ava_result.json"), result)
             stats = {"map": result.map, "num_keyframes": len(self.loader(split).dataset), "num_boxes": num_boxes,
                      "bad_videos": len(all_bad)}
         return du.broadcast_object(stats)
