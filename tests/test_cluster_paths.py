@@ -4,6 +4,7 @@ processes), per-device CUDA RNG states (mocked), fp16 scaler state, spawned data
 """
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 import signal
@@ -18,7 +19,7 @@ from hiera_video.data.loader import ResumableSampler, build_loader, collate_samp
 from hiera_video.engine import checkpoint as ckpt
 from hiera_video.engine import launch
 from hiera_video.engine.runner import check_layout
-from hiera_video.engine.trainer import agree_on_losses
+from hiera_video.engine.step_stats import StepStats
 from hiera_video.models.hog import hog_patch_targets
 from hiera_video.utils import distributed as du
 from hiera_video.utils.distributed import LaunchSpec
@@ -106,17 +107,27 @@ def _two_ranks(ctx: du.DistContext, root: str) -> dict:
     # Each rank scans its "own view" of OUTPUT_DIR: rank 1 sees a newer checkpoint than rank 0.
     view = os.path.join(root, f"view{ctx.rank}")
     ckpt.save_checkpoint(ckpt.checkpoint_path(view, 2 + ctx.rank), {"epoch": 2 + ctx.rank})
-    losses = {"loss": 1.0 + ctx.rank, "top1_err": 10.0 * ctx.rank}
-    bad = {"loss": float("nan") if ctx.rank == 1 else 2.0, "top1_err": 0.0}
+    good = [(1.0 + ctx.rank, 10.0 * ctx.rank), (3.0, 0.0)]  # per step: loss, top1_err
+    # Rank 1's loss turns NaN at the third step (iteration index 2), rank 0's infinite one step later.
+    bad = [(2.0, 0.0), (2.0, 0.0), (math.nan if ctx.rank else 2.0, 0.0), (math.nan if ctx.rank else math.inf, 0.0)]
     errors = []
     try:
-        agree_on_losses(bad, skip_nonfinite=False, where="at epoch 1, iteration 3")
+        _read_steps(ctx, bad, skip_nonfinite=False)
     except FloatingPointError as error:
         errors.append(str(error))
     return {"resume": ckpt.agreed_latest_checkpoint(view, ctx.is_main), "gathered": du.gather_object(ctx.rank),
             "stacked": du.all_gather_tensor(torch.tensor([ctx.rank, 5.0])).tolist(),
-            "means": agree_on_losses(losses, skip_nonfinite=False, where=""), "errors": errors,
-            "fp16": agree_on_losses(bad, skip_nonfinite=True, where="")}
+            "means": _read_steps(ctx, good, skip_nonfinite=False), "errors": errors,
+            "fp16": _read_steps(ctx, bad, skip_nonfinite=True)}
+
+
+def _read_steps(ctx: du.DistContext, steps: list[tuple[float, float]], skip_nonfinite: bool) -> list[dict]:
+    """The trainer's path: each step's loss checked and kept on the device, all of them read once (log step)."""
+    stats = StepStats(ctx.device)
+    for iteration, (loss, top1) in enumerate(steps):
+        stats.check_loss(torch.tensor(loss), epoch=0, iteration=iteration)
+        stats.add({"loss": torch.tensor(loss), "top1_err": torch.tensor(top1)})
+    return stats.read("checkpoint_epoch_00000.pyth", skip_nonfinite=skip_nonfinite)
 
 
 @pytest.mark.slow
@@ -125,12 +136,14 @@ def test_ranks_agree_on_the_checkpoint_the_losses_and_gather_results_on_rank_0(t
     assert zero["resume"] == one["resume"] == ckpt.checkpoint_path(str(tmp_path / "view0"), 2)
     assert (zero["gathered"], one["gathered"]) == ([0, 1], None)  # test scores go to rank 0 only
     assert zero["stacked"] == one["stacked"] == [[0.0, 5.0], [1.0, 5.0]]
-    assert zero["means"] == one["means"] == {"loss": 1.5, "top1_err": 5.0}  # the logged loss is every rank's
-    # A non-finite loss on rank 1 stops both ranks before backward, with one message; fp16 skips the step.
-    assert zero["errors"] == one["errors"] == ["Loss is nan on rank 1 at epoch 1, iteration 3. Lower "
-                                               "SOLVER.BASE_LR, raise warmup or enable SOLVER.CLIP_GRAD_L2NORM, "
-                                               "then resume."]
-    assert zero["fp16"]["top1_err"] == 0.0 and zero["fp16"]["loss"] != zero["fp16"]["loss"]  # nan, no error
+    # The logged values are every rank's means, step by step.
+    assert zero["means"] == one["means"] == [{"loss": 1.5, "top1_err": 5.0}, {"loss": 3.0, "top1_err": 0.0}]
+    # Non-finite losses stop both ranks at the read with one message naming the first of them; fp16 skips them.
+    assert zero["errors"] == one["errors"] == ["Loss is nan on rank 1 at epoch 1, iteration 3; last good checkpoint: "
+                                               "checkpoint_epoch_00000.pyth. Lower SOLVER.BASE_LR, raise warmup or "
+                                               "enable SOLVER.CLIP_GRAD_L2NORM, then resume."]
+    assert [step["top1_err"] for step in zero["fp16"]] == [0.0] * 4
+    assert [math.isnan(step["loss"]) for step in zero["fp16"]] == [False, False, True, True]  # no error
 
 
 # ----------------------------------------------------------------------------- checkpoint state per device

@@ -153,6 +153,33 @@ def test_nan_loss_stops_with_iteration_and_last_checkpoint(dataset, tmp_path, si
     assert "epoch 2, iteration 1" in message and "checkpoint_epoch_00001.pyth" in message
 
 
+@pytest.mark.parametrize("read_at", ["log line", "checkpoint"])
+def test_nan_loss_between_reads_stops_at_the_next_read_naming_the_first_bad_iteration(
+        dataset, tmp_path, single_process, monkeypatch, read_at):
+    """Steps never read the loss on the host: a NaN is found at the next log line or mid-epoch checkpoint, which
+    names the iteration it came from; no checkpoint keeps the weights it spoilt."""
+    from hiera_video.tasks.classification import ClassificationTask
+
+    original = ClassificationTask.loss
+    calls = {"n": 0}
+
+    def loss(self, model, batch):
+        calls["n"] += 1
+        value, stats = original(self, model, batch)
+        return (value * float("nan") if calls["n"] == 2 else value), stats
+
+    monkeypatch.setattr(ClassificationTask, "loss", loss)
+    opts = ["TRAIN.BATCH_SIZE", "2", "SOLVER.MAX_EPOCH", "1", "SOLVER.WARMUP_EPOCHS", "0.5", "LOG_PERIOD", "4",
+            "TRAIN.EVAL_PERIOD", "0", "TEST.ENABLE", "False"]  # 4 steps, one log line after the 4th
+    if read_at == "checkpoint":
+        opts += ["TRAIN.CHECKPOINT_ITER_PERIOD", "3"]
+    with pytest.raises(FloatingPointError, match="Loss is nan on rank 0 at epoch 1, iteration 2; last good "
+                                                 "checkpoint: none yet"):
+        run(single_process, tiny_cfg(dataset, tmp_path / "nan", *opts))
+    assert calls["n"] == (4 if read_at == "log line" else 3)
+    assert find_latest_checkpoint(str(tmp_path / "nan")) is None
+
+
 @pytest.mark.slow
 def test_two_gloo_processes_step_like_one_process_on_the_union_batch(dataset, tmp_path):
     from hiera_video.engine.runner import launch

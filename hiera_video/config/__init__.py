@@ -38,7 +38,8 @@ def check_choice(key: str, value: Any) -> None:
     """Raises ConfigError naming `key` and its allowed values unless `value` is one of them."""
     allowed = _CHOICES[key]
     if value not in allowed:
-        raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+        names = ", ".join(name if name else '""' for name in allowed)  # "" (off) must show
+        raise ConfigError(f"{key} must be one of {names}; got {value!r}")
 
 
 def get_cfg() -> CfgNode:

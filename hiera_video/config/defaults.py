@@ -125,6 +125,10 @@ _C.TRAIN.ACCUM_ITER = 1
 # Checkpoints of an fsdp run are sharded folders (checkpoints/*.dcp), written by every process in the background;
 # tools/consolidate_checkpoint.py turns one into a single .pyth file. A single process trains unsharded.
 _C.TRAIN.PARALLELISM = "ddp"
+# torch.compile the training model: "" (eager), "default", "reduce-overhead" (adds CUDA graphs on a GPU) or
+# "max-autotune" (longer compilation searching faster kernels). Static shapes (dynamic=False), compiled once before
+# the DistributedDataParallel wrap; evaluation runs eagerly. Compiling on the CPU needs a C++ compiler (g++).
+_C.TRAIN.COMPILE = ""
 
 # ---------------------------------------------------------------------------------------------------------------
 # Testing

@@ -47,7 +47,9 @@ class MixupCutmix:
             raise ValueError(
                 f"expected video [B, C, T, H, W] and labels [B], got {tuple(video.shape)} and {tuple(labels.shape)}"
             )
-        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+        # Checked on the CPU only: reading a GPU tensor would stall the training step, and on a GPU one_hot's
+        # device-side assert stops a wrong label instead.
+        if labels.device.type == "cpu" and labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
             raise ValueError(f"labels must lie in [0, {self.num_classes}), got {labels.min()}..{labels.max()}")
         mixer = self._pick_mixer()
         if mixer is None:

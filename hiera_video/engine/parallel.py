@@ -85,6 +85,11 @@ def set_gradient_sync(model: nn.Module, enabled: bool) -> None:
         model.set_requires_gradient_sync(enabled)
 
 
+def whole_tensor(value: torch.Tensor) -> torch.Tensor:
+    """`value` as a plain tensor: a DTensor (a sharded model's gradient norm) is assembled on every rank."""
+    return value.full_tensor() if isinstance(value, DTensor) else value
+
+
 def _broadcast_buffers(model: nn.Module) -> None:
     # Buffers (a linear probe's BatchNorm statistics) are not sharded: every rank updates its own copy. Rank 0's
     # are the model's, as with DistributedDataParallel, which broadcasts them before every forward pass.

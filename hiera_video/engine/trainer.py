@@ -20,12 +20,14 @@ from torch.nn.parallel import DistributedDataParallel
 from hiera_video.config import register_choices
 from hiera_video.engine import checkpoint as ckpt
 from hiera_video.engine import parallel
+from hiera_video.engine.compile import COMPILE_MODES, compile_model
 from hiera_video.engine.cuda_options import cuda_options
 from hiera_video.engine.ema import build_model_ema, ema_statistics
 from hiera_video.engine.logging import TensorboardWriter, log_json_stats, memory_string
 from hiera_video.engine.optim import LR_POLICIES, OPTIMIZERS, build_optimizer, lr_at, scaled_lr, set_lr
 from hiera_video.engine.preemption import StopFlag, StopRequested
 from hiera_video.engine.sharded_checkpoint import ShardedCheckpointWriter, read_checkpoint
+from hiera_video.engine.step_stats import StepStats
 from hiera_video.models.weights import load_pretrained, load_state_file
 from hiera_video.tasks.base import EvaluationInterrupted, Task
 from hiera_video.utils import distributed as du
@@ -41,27 +43,7 @@ logger = logging.getLogger(__name__)
 register_choices("SOLVER.OPTIMIZING_METHOD", OPTIMIZERS)
 register_choices("SOLVER.LR_POLICY", LR_POLICIES)
 register_choices("TRAIN.AMP_DTYPE", AMP_DTYPES)
-
-
-def agree_on_losses(values: dict[str, float], skip_nonfinite: bool, where: str) -> dict[str, float]:
-    """Means over ranks of one micro-batch's loss and statistics: a collective before backward, every rank passing
-    the same keys.
-
-    When any rank's loss is not finite, every rank raises the same FloatingPointError (`where`: when, and the last
-    good checkpoint) instead of leaving the others waiting in backward; with `skip_nonfinite` (fp16, whose gradient
-    scaler skips a step with non-finite gradients) it only warns.
-    """
-    keys = sorted(values)
-    per_rank = du.all_gather_tensor(torch.tensor([values[key] for key in keys], dtype=torch.float64))
-    losses = per_rank[:, keys.index("loss")]
-    bad = (~torch.isfinite(losses)).nonzero().flatten().tolist()
-    if bad:
-        message = f"Loss is {losses[bad[0]].item()} on rank {', '.join(map(str, bad))} {where}"
-        if not skip_nonfinite:
-            raise FloatingPointError(f"{message}. Lower SOLVER.BASE_LR, raise warmup or enable "
-                                     "SOLVER.CLIP_GRAD_L2NORM, then resume.")
-        logger.warning("%s: the fp16 gradient scaler skips this step", message)
-    return dict(zip(keys, per_rank.mean(0).tolist()))
+register_choices("TRAIN.COMPILE", COMPILE_MODES)
 
 
 def move_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -90,6 +72,7 @@ class Trainer:
         self.ema = build_model_ema(cfg, unwrap_model(self.model))  # None without MODEL_EMA.ENABLE
         use_scaler = self.device.type == "cuda" and cfg.TRAIN.MIXED_PRECISION and cfg.TRAIN.AMP_DTYPE == "float16"
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        self.step_stats = StepStats(self.device)  # read at log steps only: steps never wait for the device
         self.start_epoch, self.start_iter = 0, 0
         self.last_checkpoint = ""
         self.eval_pending = False  # resumed from a checkpoint whose evaluation was interrupted
@@ -187,8 +170,8 @@ class Trainer:
         """
         cfg = self.cfg
         self.resume_or_initialise()
-        model = self.model
-        if self.ctx.world_size > 1 and not parallel.is_sharded(model):
+        model = compile_model(self.model, cfg.TRAIN.COMPILE)  # evaluation and checkpoints use the eager self.model
+        if self.ctx.world_size > 1 and not parallel.is_sharded(self.model):
             model = DistributedDataParallel(model, **self.cuda_options.ddp)
         self.train_model = model
         loader, sampler = self.task.train_loader()
@@ -232,6 +215,7 @@ class Trainer:
         batches = iter(loader)
         for step in range(start_iter, self.steps_per_epoch):
             if stop.agreed(self.device):
+                self._read_stats(meters)  # a non-finite loss stops the run before a checkpoint keeps its weights
                 path = self.save(epoch, step)
                 raise StopRequested(stop.signal_name, path)
             lr = lr_at(epoch + step / self.steps_per_epoch, self.base_lr, cfg.SOLVER.MAX_EPOCH,
@@ -241,25 +225,27 @@ class Trainer:
             t0 = time.perf_counter()
             micro_batches = [next(batches) for _ in range(accum)]
             t_data = time.perf_counter() - t0
-            stats = self._optimisation_step(model, micro_batches, epoch, step)
+            self._optimisation_step(model, micro_batches, epoch, step)
             if self.ema is not None:
                 self.ema.update(unwrap_model(self.model))
             for micro in micro_batches:
                 bad_files.update(self._report_bad(micro))
             dt = time.perf_counter() - t0
-            meters.update({"dt": dt, "dt_data": t_data, "dt_net": dt - t_data, **stats})
+            meters.update({"dt": dt, "dt_data": t_data, "dt_net": dt - t_data})
             progress.update(1)
             done = step + 1
             if done % cfg.LOG_PERIOD == 0 or done == self.steps_per_epoch:
+                last = self._read_stats(meters)
                 remaining = (cfg.SOLVER.MAX_EPOCH - epoch - 1) * self.steps_per_epoch + self.steps_per_epoch - done
                 line = {"_type": "train_iter", "epoch": f"{epoch + 1}/{cfg.SOLVER.MAX_EPOCH}",
                         "iter": f"{done}/{self.steps_per_epoch}", "lr": lr, "mem": memory_string(),
                         "eta": eta_string(meters.median("dt") * remaining), **meters.medians()}
                 self._log(line)
-                self.tensorboard.add_scalars({"Train/loss": stats["loss"], "Train/lr": lr},
+                self.tensorboard.add_scalars({"Train/loss": last["loss"], "Train/lr": lr},
                                              epoch * self.steps_per_epoch + done)
             if cfg.TRAIN.CHECKPOINT_ITER_PERIOD and done % cfg.TRAIN.CHECKPOINT_ITER_PERIOD == 0 \
                     and done < self.steps_per_epoch:
+                self._read_stats(meters)
                 self.save(epoch, done)
         progress.close()
         bad_count = sum(du.all_gather_object(len(bad_files)))
@@ -270,30 +256,40 @@ class Trainer:
                            "videos of the train split failed to decode (the warnings above name them)")
 
     def _optimisation_step(self, model: nn.Module, micro_batches: list[dict], epoch: int, step: int
-                           ) -> dict[str, float]:
+                           ) -> dict[str, torch.Tensor]:
+        """One optimiser step; its loss and statistics (0-dim float64 tensors, returned) stay on the device and go
+        to step_stats, as does the check that every loss is finite: nothing is read on the host."""
         accum = len(micro_batches)
-        totals: dict[str, float] = {}
+        totals: dict[str, torch.Tensor] = {}
         for i, batch in enumerate(micro_batches):
             # Gradients are all-reduced (FSDP: reduce-scattered) once, after the last micro-batch.
-            parallel.set_gradient_sync(model, i == accum - 1)
+            parallel.set_gradient_sync(self.model, i == accum - 1)
             sync = model.no_sync() if isinstance(model, DistributedDataParallel) and i < accum - 1 else \
                 contextlib.nullcontext()
             with sync, amp_context(self.cfg, self.device):
                 loss, stats = self.task.loss(model, move_to(batch, self.device))
-            means = agree_on_losses({"loss": loss.item(), **stats}, skip_nonfinite=self.scaler.is_enabled(),
-                                    where=f"at epoch {epoch + 1}, iteration {step + 1}; last good checkpoint: "
-                                          f"{self.last_checkpoint or 'none yet'}")
+            self.step_stats.check_loss(loss, epoch, step)
             self.scaler.scale(loss / accum).backward()
-            for key, value in means.items():
-                totals[key] = totals.get(key, 0.0) + value / accum
+            values = {"loss": loss, **stats}
+            for key in sorted(values):
+                totals[key] = totals.get(key, 0.0) + values[key].detach().to(torch.float64) / accum
         if self.cfg.SOLVER.CLIP_GRAD_L2NORM > 0:
             self.scaler.unscale_(self.optimizer)
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.SOLVER.CLIP_GRAD_L2NORM)
-            totals["grad_norm"] = float(norm)
+            totals["grad_norm"] = parallel.whole_tensor(norm.detach()).to(torch.float64)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        self.step_stats.add(totals)
         return totals
+
+    def _read_stats(self, meters: MetricLogger) -> dict[str, float]:
+        """Adds every step's statistics since the last read to `meters` (a collective) and returns the last step's;
+        raises FloatingPointError naming the first iteration whose loss was not finite (fp16: warns)."""
+        steps = self.step_stats.read(self.last_checkpoint, skip_nonfinite=self.scaler.is_enabled())
+        for values in steps:
+            meters.update(values)
+        return steps[-1] if steps else {}
 
     def _report_bad(self, batch: dict) -> set[str]:
         """The batch's failed videos; names the ones not named before in the log."""

@@ -37,9 +37,17 @@ def topk_correct(scores: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] =
 
 def topk_errors(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> list[float]:
     """Top-k error in percent for each k; labels are class indices [B] or soft targets [B, C] (argmax)."""
+    return topk_error_rates(logits, labels, ks).tolist()
+
+
+def topk_error_rates(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> torch.Tensor:
+    """topk_errors as float64 [len(ks)] on the logits' device, computed without reading anything on the host (the
+    training step's statistics stay on the device until a log step)."""
     if logits.ndim != 2 or logits.shape[0] == 0:
         raise ValueError(f"Logits must be a non-empty [B, num_classes] tensor, got shape {tuple(logits.shape)}")
-    return [100.0 * (1.0 - correct / logits.shape[0]) for correct in topk_correct(logits, labels, ks)]
+    num_rows, num_classes = logits.shape
+    hits = topk_hits(logits, _hard_labels(labels, num_rows, num_classes), ks)
+    return 100.0 * (1.0 - hits.sum(dim=1, dtype=torch.float64) / num_rows)
 
 
 class MultiViewAggregator:

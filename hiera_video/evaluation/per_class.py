@@ -16,7 +16,8 @@ import torch
 
 def topk_hits(scores: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray,
               ks: Sequence[int] = (1, 5)) -> torch.Tensor:
-    """bool [len(ks), N]: whether each row's label is among its k highest scores (k clipped to the class count)."""
+    """bool [len(ks), N] on the scores' device: whether each row's label is among its k highest scores (k clipped to
+    the class count)."""
     scores, labels = torch.as_tensor(scores), torch.as_tensor(labels).long()
     if scores.ndim != 2 or labels.shape != (scores.shape[0],):
         raise ValueError(f"Expected scores [N, C] and labels [N], got {tuple(scores.shape)} and {tuple(labels.shape)}")
@@ -25,7 +26,7 @@ def topk_hits(scores: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarr
     num_classes = scores.shape[1]
     top = scores.topk(min(max(ks), num_classes), dim=1).indices
     hits = top == labels.to(top.device)[:, None]
-    return torch.stack([hits[:, :min(k, num_classes)].any(dim=1) for k in ks]).cpu()
+    return torch.stack([hits[:, :min(k, num_classes)].any(dim=1) for k in ks])
 
 
 def top1_predictions(scores: np.ndarray) -> np.ndarray:
@@ -59,7 +60,7 @@ def class_accuracy(scores: torch.Tensor | np.ndarray, labels: torch.Tensor | np.
     scores, labels = torch.as_tensor(scores), torch.as_tensor(labels).long()
     num_classes = scores.shape[1]
     known = labels >= 0
-    hits = topk_hits(scores[known], labels[known], ks)
+    hits = topk_hits(scores[known], labels[known], ks).cpu()
     counted = labels[known].cpu()
     support = torch.bincount(counted, minlength=num_classes)
     correct = {k: torch.bincount(counted[hit], minlength=num_classes).numpy() for k, hit in zip(ks, hits)}

@@ -113,6 +113,27 @@ def unwindow_units(x: torch.Tensor, unit_grid: Sequence[int]) -> torch.Tensor:
     return x.permute(order).reshape(batch, *[u * s for u, s in zip(unit_grid, unit_shape)], channels)
 
 
+def true_count(mask: torch.Tensor, what: str) -> int:
+    """The number of True entries of each row of a bool [B, N] `mask`, which must be the same non-zero count in
+    every row (ValueError naming `what` otherwise). Reads the mask on the host, a device sync: only for masks made
+    outside the model; a training step passes the count it knows (see true_indices)."""
+    counts = mask.sum(dim=1).tolist()
+    if len(set(counts)) != 1 or counts[0] == 0:
+        raise ValueError(f"every sample must have the same, non-zero number of {what}; got {counts}")
+    return counts[0]
+
+
+def true_indices(mask: torch.Tensor, count: int) -> torch.Tensor:
+    """Positions [B, count] of the True entries of each row of a bool [B, N] `mask`, ascending (the order boolean
+    indexing gives), for a mask with exactly `count` True entries per row.
+
+    Boolean indexing has a data-dependent shape, so it copies the count to the host (`nonzero`): a sync per use.
+    A stable sort has a static shape and runs on the device, so the indices feed gather/scatter in graph-safe
+    (CUDA graphs, torch.compile fullgraph) training steps.
+    """
+    return mask.to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, :count]
+
+
 def max_pool_tokens(x: torch.Tensor, stride: int) -> torch.Tensor:
     """Max over the slowest axis of size `stride` of unrolled tokens [B, N, ..., C] -> [B, N // stride, ..., C]; in
     the unrolled order this is exactly a max-pool over the q_stride neighbourhood."""
@@ -439,14 +460,19 @@ class HieraBackbone(nn.Module):
     def random_mask(
         self, batch_size: int, mask_ratio: float, device: torch.device | str | None = None
     ) -> torch.Tensor:
-        """Random [B, num_mask_units] bool mask, True = keep, keeping int(U * (1 - mask_ratio)) units per sample."""
+        """Random [B, num_mask_units] bool mask, True = keep, keeping num_kept_units(mask_ratio) units per sample."""
+        num_keep = self.num_kept_units(mask_ratio)
+        ranks = torch.rand(batch_size, self.num_mask_units, device=device).argsort(dim=1).argsort(dim=1)
+        return ranks < num_keep
+
+    def num_kept_units(self, mask_ratio: float) -> int:
+        """Mask units per sample that random_mask keeps: int(num_mask_units * (1 - mask_ratio)), at least 1."""
         if not 0.0 <= mask_ratio < 1.0:
             raise ValueError(f"mask_ratio={mask_ratio} must be in [0, 1)")
         num_keep = int(self.num_mask_units * (1 - mask_ratio))
         if num_keep < 1:
             raise ValueError(f"mask_ratio={mask_ratio} keeps no unit of {self.num_mask_units}")
-        ranks = torch.rand(batch_size, self.num_mask_units, device=device).argsort(dim=1).argsort(dim=1)
-        return ranks < num_keep
+        return num_keep
 
     def position_embedding(self) -> torch.Tensor:
         """[1, N, C] position embedding in natural token order."""
@@ -465,15 +491,12 @@ class HieraBackbone(nn.Module):
             )
 
     def check_mask(self, mask: torch.Tensor, batch_size: int) -> None:
-        """Raise ValueError unless mask is a bool [B, num_mask_units] keeping the same count in every sample."""
+        """Raise ValueError unless mask is a bool [B, num_mask_units] (shape and dtype only: no device sync)."""
         expected = [batch_size, self.num_mask_units]
         if list(mask.shape) != expected:
             raise ValueError(f"mask must have shape [B, num_mask_units] = {expected}, got {list(mask.shape)}")
         if mask.dtype != torch.bool:
             raise ValueError(f"mask must be a bool tensor (True = keep), got dtype {mask.dtype}")
-        kept = mask.sum(dim=1)
-        if (kept != kept[0]).any() or kept[0] == 0:
-            raise ValueError(f"every sample must keep the same, non-zero number of mask units; got {kept.tolist()}")
 
     def _pixel_mask(self, mask: torch.Tensor) -> torch.Tensor:
         pixels = mask.view(mask.shape[0], 1, *self.mask_spatial_shape)
@@ -481,11 +504,11 @@ class HieraBackbone(nn.Module):
             pixels = pixels.repeat_interleave(repeat, dim=2 + axis)
         return pixels
 
-    def _keep_visible(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _keep_visible(self, x: torch.Tensor, mask: torch.Tensor, num_keep: int) -> torch.Tensor:
         batch, num_tokens, channels = x.shape
-        per_unit = x.view(batch, num_tokens // self.num_mask_units, self.num_mask_units, channels).transpose(1, 2)
-        visible = per_unit[mask].view(batch, -1, num_tokens // self.num_mask_units, channels)
-        return visible.transpose(1, 2).reshape(batch, -1, channels)
+        per_unit = x.view(batch, num_tokens // self.num_mask_units, self.num_mask_units, channels)
+        kept = true_indices(mask, num_keep)[:, None, :, None].expand(-1, per_unit.shape[1], -1, channels)
+        return per_unit.gather(2, kept).reshape(batch, -1, channels)
 
     def _stage_feature_map(self, x: torch.Tensor, stage: int, masked: bool) -> torch.Tensor:
         per_unit = reroll_tokens(x, self._unroll_strides[min(stage, self.q_pool) :], len(self.input_size))
@@ -496,21 +519,26 @@ class HieraBackbone(nn.Module):
         x: torch.Tensor | list[torch.Tensor],
         mask: torch.Tensor | None = None,
         return_intermediates: bool = False,
+        num_keep: int | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Run the stem and blocks. Returns (tokens [B, N_out, C] in unrolled order, per-stage feature maps).
 
         Feature maps (only with return_intermediates) are [B, *stage_shape, C] in natural order, or with a mask
         [B, K, *unit_shape, C] per visible unit. A list input uses its first element (PySlowFast pathways).
+        num_keep: the units the mask keeps per sample, when the caller knows it (a mask from random_mask); the step
+        then never reads the mask on the host. Otherwise the mask is counted and checked on the host (a sync).
         """
         clip = x[0] if isinstance(x, (list, tuple)) else x
         self.check_input(clip)
         if mask is not None:
             self.check_mask(mask, clip.shape[0])
+            if num_keep is None:
+                num_keep = true_count(mask, "kept mask units")
         tokens = self.patch_embed(clip, None if mask is None else self._pixel_mask(mask))
         tokens = tokens + self.position_embedding()
         tokens = unroll_tokens(tokens, self.tokens_spatial_shape, self._unroll_strides)
         if mask is not None:
-            tokens = self._keep_visible(tokens, mask)
+            tokens = self._keep_visible(tokens, mask, cast(int, num_keep))
         intermediates = []
         for i, block in enumerate(self.blocks):
             tokens = block(tokens)

@@ -33,6 +33,8 @@ from hiera_video.models.hiera import (
     VIDEO_SIZES,
     HieraBackbone,
     HieraBlock,
+    true_count,
+    true_indices,
     unwindow_units,
 )
 from hiera_video.models.hog import hog_patch_targets, hog_target_dim
@@ -143,24 +145,31 @@ class MaskedAutoencoderHiera(HieraBackbone):
     def forward_encoder(
         self, x: torch.Tensor, mask_ratio: float = 0.9, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode the visible units. Returns (latent [B, K, *unit_shape_final, C], mask [B, num_mask_units])."""
+        """Encode the visible units. Returns (latent [B, K, *unit_shape_final, C], mask [B, num_mask_units]).
+
+        Without `mask`, a random one keeping num_kept_units(mask_ratio) units: the step has static shapes and
+        never reads a tensor on the host. A given mask is counted on the host (mask_ratio is then unused)."""
+        num_keep = None
         if mask is None:
             mask = self.random_mask(x.shape[0], mask_ratio, device=x.device)
-        _, stage_maps = self.forward_tokens(x, mask, return_intermediates=True)
+            num_keep = self.num_kept_units(mask_ratio)
+        _, stage_maps = self.forward_tokens(x, mask, return_intermediates=True, num_keep=num_keep)
         fused_inputs = stage_maps[: self.q_pool] + stage_maps[-1:]
         latent = sum(_apply_fusion_head(h, m) for h, m in zip(self.multi_scale_fusion_heads, fused_inputs))
         return self.encoder_norm(latent), mask
 
     def forward_decoder(self, latent: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode to per-token predictions. Returns (pred [B, N_final, target_dim], visible [B, N_final] bool),
-        both in natural token order."""
+        both in natural token order. `latent` holds the K units `mask` keeps, in ascending unit order."""
         x = self.decoder_embed(latent)
         batch, dim = x.shape[0], x.shape[-1]
         ndim = len(self.unit_shape_final)
         full_shape = (batch, self.num_mask_units, *self.unit_shape_final, dim)
         unit_visible = mask.view(batch, self.num_mask_units, *([1] * (ndim + 1)))
         tokens = self.mask_token.to(x.dtype).view(1, 1, *([1] * ndim), dim).expand(full_shape)
-        tokens = tokens.masked_scatter(unit_visible.expand(full_shape), x)
+        # The visible units go to their positions by index (K is latent's static size), not by mask: no sync.
+        kept = true_indices(mask, x.shape[1]).view(batch, -1, *([1] * (ndim + 1))).expand_as(x)
+        tokens = tokens.scatter(1, kept, x)
         tokens = unwindow_units(tokens, self.mask_spatial_shape).flatten(1, -2)
         visible = unwindow_units(unit_visible.expand(*full_shape[:-1], 1), self.mask_spatial_shape)
         x = tokens + self.decoder_pos_embed
@@ -220,12 +229,15 @@ class MaskedAutoencoderHiera(HieraBackbone):
         return frames.transpose(1, 2), to_frames(masked), to_frames(reconstruction)
 
     def forward_loss(
-        self, x: torch.Tensor, pred: torch.Tensor, masked: torch.Tensor
+        self, x: torch.Tensor, pred: torch.Tensor, masked: torch.Tensor, num_masked: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """MSE on the masked tokens. Returns (loss, pred [M, D], label [M, D]) with M = masked tokens over the
-        batch in (sample, natural token) order."""
-        label = self.targets(x)[masked]
-        pred = pred[masked]
+        """MSE on the masked tokens (`masked` [B, N_final] bool, the same number in every sample: `num_masked`,
+        else counted on the host). Returns (loss, pred [M, D], label [M, D]) with M = masked tokens over the batch
+        in (sample, natural token) order."""
+        count = true_count(masked, "masked tokens") if num_masked is None else num_masked
+        index = true_indices(masked, count).unsqueeze(-1).expand(-1, -1, pred.shape[-1])
+        label = self.targets(x).gather(1, index).flatten(0, 1)
+        pred = pred.gather(1, index).flatten(0, 1)
         return F.mse_loss(pred, label), pred, label
 
     def forward(
@@ -240,7 +252,9 @@ class MaskedAutoencoderHiera(HieraBackbone):
             x = x[0]
         latent, mask = self.forward_encoder(x, mask_ratio, mask)
         pred, visible = self.forward_decoder(latent, mask)
-        loss, pred, label = self.forward_loss(x, pred, ~visible)
+        # Each of the U - K hidden units holds prod(unit_shape_final) prediction tokens.
+        num_masked = (self.num_mask_units - latent.shape[1]) * math.prod(self.unit_shape_final)
+        loss, pred, label = self.forward_loss(x, pred, ~visible, num_masked)
         return loss, pred, label, mask
 
 

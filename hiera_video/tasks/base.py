@@ -26,7 +26,8 @@ class EvaluationInterrupted(Exception):
 class Task:
     """A learning problem: its model, its data, its loss on a batch, and its evaluations.
 
-    `loss(model, batch)` returns the scalar loss and a dict of float statistics for the log; `validate` runs the
+    `loss(model, batch)` returns the scalar loss and a dict of 0-dim tensor statistics for the log, both left on
+    the device (the trainer reads them at log steps only, so a step never waits for the device); `validate` runs the
     per-epoch evaluation and `test` the final one, both returning statistics (errors in %, or mAP). The model is
     MODEL.ARCH as models.build_model makes it, unless a task builds another; evaluation loaders are built once per
     split and kept (`loader`). Evaluations iterate `evaluation_batches`, which polls `should_stop` (set by whoever
@@ -87,7 +88,7 @@ class Task:
         """The training autocast (TRAIN.MIXED_PRECISION on CUDA), for evaluation forward passes."""
         return amp_context(self.cfg, self.ctx.device)
 
-    def loss(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
     def validate(self, model: nn.Module, epoch: int) -> dict[str, Any]:

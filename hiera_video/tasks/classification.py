@@ -14,7 +14,12 @@ from torch import nn
 
 from hiera_video.config import register_choices
 from hiera_video.data.mixup import MixupCutmix
-from hiera_video.evaluation.classification import ENSEMBLE_METHODS, MultiViewAggregator, topk_errors
+from hiera_video.evaluation.classification import (
+    ENSEMBLE_METHODS,
+    MultiViewAggregator,
+    topk_error_rates,
+    topk_errors,
+)
 from hiera_video.evaluation.score_file import SCORES_FILE, VideoScores, save_test_scores
 from hiera_video.tasks.base import Task
 from hiera_video.tasks.class_names import class_names
@@ -60,7 +65,7 @@ class ClassificationTask(Task):
             num_classes=self.num_classes) if cfg.MIXUP.ENABLE else None
         self.class_names = class_names(cfg)  # resolved (and checked) before any training
 
-    def loss(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         video, labels = batch["video"], batch["label"]
         if self.mixup is not None:
             video, targets = self.mixup(video, labels)
@@ -70,7 +75,7 @@ class ClassificationTask(Task):
         loss = soft_target_cross_entropy(logits, targets)
         if self.mixup is not None:  # errors against mixed targets mean nothing
             return loss, {}
-        top1, top5 = topk_errors(logits.detach(), labels, (1, 5))
+        top1, top5 = topk_error_rates(logits.detach(), labels, (1, 5))
         return loss, {"top1_err": top1, "top5_err": top5}
 
     @torch.no_grad()

@@ -68,7 +68,7 @@ class DetectionTask(Task):
     def build_model(self) -> nn.Module:
         return build_detector(self.cfg)
 
-    def loss(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logits = model(batch["video"], batch["boxes"], batch["box_batch_idx"])
         return action_loss(logits, batch["labels"]), {}
 

@@ -15,7 +15,7 @@ class MaeTask(Task):
 
     tracked_minima = ("loss",)
 
-    def loss(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         loss = model(batch["video"], mask_ratio=self.cfg.MAE.MASK_RATIO)[0]
         return loss, {}
 
