@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     views = cfg.TEST.NUM_ENSEMBLE_VIEWS * cfg.TEST.NUM_SPATIAL_CROPS
     extractor = FeatureExtractor(cfg, model, device, args.stage, args.pool, args.window, args.stride,
                                  batch_clips=max(1, cfg.TEST.BATCH_SIZE // launch.world_size) * views)
-    summary = extractor.run(jobs, args.output, launch.rank, cfg.DATA_LOADER.NUM_WORKERS)
+    summary = extractor.run(jobs, args.output, launch.rank, cfg.DATA_LOADER.NUM_WORKERS, skipped)
     listed, failed = write_index(args.output)
     where = f"process {launch.rank} of {launch.world_size}: " if launch.world_size > 1 else ""
     print(f"{where}{len(jobs) + skipped} videos: {summary.extracted} extracted, {skipped} already done, "

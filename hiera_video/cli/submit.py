@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
         name = args.name or f"features_{config_name(request.cfg[0])}"
         job_dir = job_folder(args, name)
         ngpus, tasks = layout_or_exit(args, cfg)
-        job = SlurmCommand(extract_features.main, args.command)
+        job = SlurmCommand(extract_features.main, args.command, args.max_requeues)
         results = f"Features, index.csv and failed.csv: {os.path.abspath(request.output)}"
 
     executor = submitit.AutoExecutor(folder=os.path.join(job_dir, "submitit", "%j"),

@@ -8,12 +8,14 @@ call again and auto-resume continues from that checkpoint, at the same iteration
 
 `SlurmCommand` runs a command-line tool instead, on every task, for tools whose rerun continues where a run stopped
 (tools/extract_features.py skips the videos it finished); each task finds its place in the job from the Slurm
-environment, as under `srun`.
+environment, as under `srun`. It owns the stop signals too: after a time-limit warning task 0 requeues the job, and
+the SIGTERM of a requeue or preemption ends every task at once.
 """
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -26,6 +28,7 @@ from hiera_video.engine.launch import init_distributed
 from hiera_video.engine.preemption import StopRequested
 from hiera_video.engine.runner import run
 from hiera_video.utils.distributed import destroy_process_group
+from hiera_video.utils.stop_signals import stop_signals_held
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +39,8 @@ def restart_count() -> int:
 
 
 def requeue_self(max_requeues: int) -> bool:
-    """Asks Slurm to requeue this job unless it has already been requeued `max_requeues` times."""
+    """Asks Slurm to requeue this job unless it has already been requeued `max_requeues` times; whether it did.
+    Another task's requeue of the same job, a moment earlier, makes this one fail harmlessly: logged."""
     job_id = os.environ.get("SLURM_JOB_ID")
     restarts = restart_count()
     if not job_id:
@@ -46,8 +50,15 @@ def requeue_self(max_requeues: int) -> bool:
         logger.error("Job %s was already requeued %d times (the limit): not requeueing; resubmit to resume",
                      job_id, restarts)
         return False
-    subprocess.run(["scontrol", "requeue", job_id], check=True)
-    logger.warning("Requeued job %s (requeue %d of at most %d)", job_id, restarts + 1, max_requeues)
+    # The requeue's SIGTERM reaches this process and its children, scontrol included, possibly before scontrol has
+    # exited: it inherits the stop signals blocked, and this process handles its own SIGTERM once it has logged.
+    with stop_signals_held():
+        done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
+        if done.returncode:
+            logger.warning("scontrol requeue %s failed (exit status %d; another task may have requeued it a moment "
+                           "ago): %s", job_id, done.returncode, done.stderr.strip())
+            return False
+        logger.warning("Requeued job %s (requeue %d of at most %d)", job_id, restarts + 1, max_requeues)
     return True
 
 
@@ -80,24 +91,43 @@ class SlurmJob(submitit.helpers.Checkpointable):
 
 
 class SlurmCommand(submitit.helpers.Checkpointable):
-    """A tool's `main(argv)` run by every Slurm task: `SlurmCommand(main, argv)()`; `main` finds the task's rank in
-    the Slurm environment (hiera_video.engine.launch.detect_launch) and returns an exit status.
+    """A tool's `main(argv)` run by every Slurm task: `SlurmCommand(main, argv, max_requeues)()`; `main` finds the
+    task's rank in the Slurm environment (hiera_video.engine.launch.detect_launch) and returns an exit status.
 
-    Nothing to save on a stop: the tool's outputs are its checkpoint. On the time-limit warning (SIGUSR2) submitit's
-    handler, which no trainer replaces here, has task 0 resubmit this same call (`checkpoint`) and requeue the job,
-    at most `slurm_max_num_timeout` (--max-requeues) times; preemption and `scontrol requeue` requeue it already.
-    The requeued job runs the command again and it continues.
+    Nothing to save on a stop: the tool's outputs are its checkpoint (written atomically, skipped by a rerun). The
+    time-limit warning (SIGUSR2) has every task still running `main` requeue the job (the first request counts; at
+    most `max_requeues` times) and leave; a task that has finished its share ignores it. The SIGTERM of a requeue or
+    a preemption ends every task. The requeued job runs the command again and it continues. (submitit's handler,
+    replaced here, has only task 0 requeue, even when it has finished while others work, and runs `scontrol requeue`
+    unprotected from the SIGTERM that the requeue sends.)
     """
 
-    def __init__(self, main: Callable[[list[str]], int], argv: Sequence[str]) -> None:
+    def __init__(self, main: Callable[[list[str]], int], argv: Sequence[str], max_requeues: int) -> None:
         self.main = main
         self.argv = list(argv)
+        self.max_requeues = max_requeues
 
     def __call__(self) -> int:
         if restart_count():
             logger.warning("Slurm restart %d of job %s: running the command again, it continues where it stopped",
                            restart_count(), os.environ.get("SLURM_JOB_ID"))
-        status = self.main(self.argv)
+        task = int(os.environ.get("SLURM_PROCID", "0") or 0)
+
+        def on_time_limit(signum: int, frame: Any) -> None:
+            logger.warning("Received SIGUSR2 (the time-limit warning) on task %d", task)
+            if requeue_self(self.max_requeues):
+                sys.exit(-1)  # like submitit's requeue path: no result, the requeued run writes it
+
+        def on_terminate(signum: int, frame: Any) -> None:
+            logger.warning("Received SIGTERM on task %d: stopping; a rerun continues where this one stopped", task)
+            sys.exit(-1)
+
+        signal.signal(signal.SIGUSR2, on_time_limit)
+        signal.signal(signal.SIGTERM, on_terminate)
+        try:
+            status = self.main(self.argv)
+        finally:
+            signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # from now on the requeue is the running tasks' business
         if status:
             raise RuntimeError(f"the command ended with exit status {status}")  # the job fails, as the tool would
         return status

@@ -32,7 +32,7 @@ from hiera_video.models.weights import load_pretrained, load_state_file
 from hiera_video.tasks.base import EvaluationInterrupted, Task
 from hiera_video.utils import distributed as du
 from hiera_video.utils.amp import AMP_DTYPES, amp_context
-from hiera_video.utils.faults import inject_fault
+from hiera_video.utils.faults import hold_after, inject_fault
 from hiera_video.utils.meters import MetricLogger
 from hiera_video.utils.progress import ProgressReporter, eta_string
 from hiera_video.utils.reports import check_bad_fraction
@@ -247,6 +247,8 @@ class Trainer:
                     and done < self.steps_per_epoch:
                 self._read_stats(meters)
                 self.save(epoch, done)
+            hold_after(epoch * self.steps_per_epoch + done, "iteration", cfg.DIST_TIMEOUT_MINUTES * 60,
+                       lambda: stop.agreed(self.device))
         progress.close()
         bad_count = sum(du.all_gather_object(len(bad_files)))
         self._log({"_type": "train_epoch", "epoch": f"{epoch + 1}/{cfg.SOLVER.MAX_EPOCH}", "lr": lr,

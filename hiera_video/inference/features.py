@@ -39,6 +39,7 @@ from hiera_video.models.hiera import Hiera, HieraBackbone
 from hiera_video.models.weights import load_pretrained, load_state_file
 from hiera_video.utils.amp import amp_context
 from hiera_video.utils.atomic import atomic_open
+from hiera_video.utils.faults import hold_after
 from hiera_video.utils.stop_signals import ignore_stop_signals, stop_signals_held
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ logger = logging.getLogger(__name__)
 POOLS = ("mean", "none")
 INDEX_FILE = "index.csv"
 FAILED_FILE = "failed.csv"
+HOLD_TIMEOUT_S = 600  # how long a process held by HIERA_VIDEO_FAULT=hold:<n> (tests only) waits for a signal
 PARTS_FOLDER = ".index"  # one JSON-lines file per process: the videos it finished, and the ones that failed
 INDEX_COLUMNS = ("video", "file", "windows", "start", "end", "shape")
 
@@ -291,8 +293,9 @@ class FeatureExtractor:
         parts = features.float().cpu().split(counts)
         return [part.mean(dim=0).numpy() for part in parts]
 
-    def run(self, jobs: Sequence[Job], out_dir: str, rank: int, num_workers: int,
+    def run(self, jobs: Sequence[Job], out_dir: str, rank: int, num_workers: int, done_before: int = 0,
             progress: bool = True) -> Summary:
+        """Extracts `jobs` (this process's share of the videos, less the `done_before` that earlier runs did)."""
         summary = Summary()
         if not jobs:
             return summary
@@ -324,10 +327,10 @@ class FeatureExtractor:
                 video.complete = chunk.done
                 while sum(len(p[2]) for p in pending) >= self.batch_clips:
                     pending = self._run_batch(pending, videos)
-                self._write_finished(jobs, videos, out_dir, index, summary, progress)
+                self._write_finished(jobs, videos, out_dir, index, summary, progress, done_before)
             while pending:
                 pending = self._run_batch(pending, videos)
-            self._write_finished(jobs, videos, out_dir, index, summary, progress)
+            self._write_finished(jobs, videos, out_dir, index, summary, progress, done_before)
         finally:
             index.close()
         return summary
@@ -346,7 +349,7 @@ class FeatureExtractor:
         return pending[taken:]
 
     def _write_finished(self, jobs: Sequence[Job], videos: dict[int, _Video], out_dir: str, index: IndexLog,
-                        summary: Summary, progress: bool) -> None:
+                        summary: Summary, progress: bool, done_before: int) -> None:
         for job_index in [j for j, v in videos.items() if v.complete and len(v.features) == len(v.windows)]:
             video, job = videos.pop(job_index), jobs[job_index]
             array = np.stack([video.features[k] for k in range(len(video.windows))]).astype(np.float32)
@@ -361,6 +364,7 @@ class FeatureExtractor:
             summary.extracted += 1
             if progress:
                 print(f"{job.file}: {list(array.shape)}", flush=True)
+            hold_after(done_before + summary.extracted, "video", HOLD_TIMEOUT_S)
 
 
 def prepare_output(out_dir: str) -> None:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from hiera_video.data.demo import write_demo_dataset
-from hiera_video.engine.checkpoint import find_latest_checkpoint, list_checkpoints, load_checkpoint
+from hiera_video.engine.checkpoint import find_latest_checkpoint, load_checkpoint
 from hiera_video.engine.logging import read_json_stats
 from hiera_video.utils.faults import FAULT_ENV
 from tests.slurm.jobs import slurm_logs, wait_for_end, wait_until
@@ -66,9 +66,29 @@ def test_two_cpu_tasks_train_and_test_to_completion(dataset, tmp_path, slurm_clu
 
 
 def requeue_opts(dataset: str) -> list[str]:
-    """8 epochs of 4 steps with a checkpoint after every step: stops land mid-epoch."""
-    return tiny_opts(dataset, "SOLVER.MAX_EPOCH", "8", "TRAIN.CHECKPOINT_ITER_PERIOD", "1", "TRAIN.EVAL_PERIOD", "0",
-                     "TEST.ENABLE", "False", "AUG.ENABLE", "True")
+    """8 epochs of 4 steps; the only mid-epoch checkpoint is the one a stop makes."""
+    return tiny_opts(dataset, "SOLVER.MAX_EPOCH", "8", "TRAIN.EVAL_PERIOD", "0", "TEST.ENABLE", "False",
+                     "AUG.ENABLE", "True")
+
+
+# Every task waits after iteration 6 (epoch 2, iteration 2) for the stop: it lands there however fast the run is.
+HOLD = {FAULT_ENV: "hold:6"}
+
+
+def wait_for_hold(job_dir: Path) -> None:
+    wait_until(lambda: "Holding after iteration 6" in read_if_any(job_dir / "stdout.log"), 240, "iteration 6")
+
+
+def read_if_any(path: Path) -> str:
+    return path.read_text(errors="replace") if path.is_file() else ""
+
+
+def assert_resumed_after_the_hold(job_dir: Path, suffix: str) -> None:
+    """The run stopped at the hold with a mid-epoch checkpoint and resumed from it, once."""
+    log = (job_dir / "stdout.log").read_text()
+    resumed = re.findall(r"Resumed from \S+checkpoint_epoch_(\d+)_iter_(\d+)" + re.escape(suffix)
+                         + r" at epoch (\d+), iteration (\d+)", log)
+    assert resumed == [("00001", "000002", "2", "2")], log[-3000:]
 
 
 def reference_weights(dataset: str, reference: Path, parallelism: str) -> dict[str, torch.Tensor]:
@@ -100,19 +120,15 @@ def assert_same_weights(expected: dict[str, torch.Tensor], job_dir: Path, name="
 
 def requeue_mid_epoch_and_check(dataset: str, job_dir: Path, slurm_cluster, cancel_at_exit: list[str],
                                 expected: dict[str, torch.Tensor], parallelism: str, suffix: str) -> None:
-    """Submits `requeue_opts` with `parallelism`, requeues the job once a mid-epoch checkpoint (`suffix`: .pyth or
-    .dcp) exists, and checks it resumed once from a mid-epoch checkpoint to the `expected` final weights."""
-    job_id = submit(job_dir, requeue_opts(dataset) + ["TRAIN.PARALLELISM", parallelism], slurm_cluster)
+    """Submits `requeue_opts` with `parallelism`, requeues the job at the hold, and checks it resumed once from the
+    stop's mid-epoch checkpoint (`suffix`: .pyth or .dcp) to the `expected` final weights."""
+    job_id = submit(job_dir, requeue_opts(dataset) + ["TRAIN.PARALLELISM", parallelism], slurm_cluster, env=HOLD)
     cancel_at_exit.append(job_id)
-    wait_until(lambda: any(p.endswith(suffix) and "_iter_" in p for p in list_checkpoints(str(job_dir))), 180,
-               f"a mid-epoch {suffix} checkpoint")
+    wait_for_hold(job_dir)
     subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
     fields = wait_for_end(job_id, 300)
     assert fields["JobState"] == "COMPLETED" and int(fields["Restarts"]) == 1, slurm_logs(job_dir)
-    log = (job_dir / "stdout.log").read_text()
-    resumed = re.findall(r"Resumed from \S+checkpoint_epoch_(\d+)_iter_(\d+)" + re.escape(suffix)
-                         + r" at epoch (\d+), iteration (\d+)", log)
-    assert len(resumed) == 1, log[-3000:]
+    assert_resumed_after_the_hold(job_dir, suffix)
     assert_same_weights(expected, job_dir, f"checkpoint_epoch_00008{suffix}")
 
 
@@ -133,9 +149,9 @@ def test_time_limit_signal_to_every_process_with_spawned_workers_saves_requeues_
     # As on a GPU cluster: 2 workers per task, started by spawn, which die of SIGUSR2 unless they ignore it.
     opts = requeue_opts(dataset) + ["DATA_LOADER.NUM_WORKERS", "2", "DATA_LOADER.MP_CONTEXT", "spawn"]
     job_dir = tmp_path / "job"
-    job_id = submit(job_dir, opts, slurm_cluster)
+    job_id = submit(job_dir, opts, slurm_cluster, env=HOLD)
     cancel_at_exit.append(job_id)
-    wait_until(lambda: any("_iter_" in p for p in list_checkpoints(str(job_dir))), 240, "a mid-epoch checkpoint")
+    wait_for_hold(job_dir)
     # What Slurm sends `--signal` seconds before the time limit, here to every process of the job (--full).
     subprocess.run(["scancel", "--signal=USR2", "--full", job_id], check=True, timeout=30)
     fields = wait_for_end(job_id, 420)
@@ -145,8 +161,7 @@ def test_time_limit_signal_to_every_process_with_spawned_workers_saves_requeues_
     log = (job_dir / "stdout.log").read_text()
     assert "Received SIGUSR2" in log
     assert re.search(rf"Requeued job {job_id} \(requeue 1 of at most 20\)", log), log[-3000:]
-    # The signal lands mid-epoch or, with a fast epoch, during the epoch-end evaluation/save: both resume exactly.
-    assert re.search(r"Resumed from \S+checkpoint_epoch_\d+(_iter_\d+)?\.pyth at epoch \d+", log), log[-3000:]
+    assert_resumed_after_the_hold(job_dir, ".pyth")
     assert_same_weights(uninterrupted_weights, job_dir)
 
 

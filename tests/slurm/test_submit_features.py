@@ -18,6 +18,7 @@ from hiera_video.config import load_config
 from hiera_video.data.demo import write_demo_dataset
 from hiera_video.engine.checkpoint import save_checkpoint
 from hiera_video.models.build import build_model
+from hiera_video.utils.faults import FAULT_ENV
 from tests.slurm.jobs import slurm_logs, wait_for_end, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,13 +55,14 @@ def single_process(extraction, tmp_path_factory) -> Path:
     return out
 
 
-def submit_extraction(job_dir: Path, out: Path, args: list[str], cluster) -> str:
-    """tools/submit.py for 2 CPU tasks extracting into `out`; returns the job id."""
+def submit_extraction(job_dir: Path, out: Path, args: list[str], cluster, env: dict[str, str] | None = None) -> str:
+    """tools/submit.py for 2 CPU tasks extracting into `out` (the job gets this environment plus `env`); returns
+    the job id."""
     done = subprocess.run(
         [sys.executable, str(REPO / "tools" / "submit.py"), "--ngpus", "0", "--tasks-per-node", "2",
          "--cpus-per-task", "1", "--mem", "2", "--partition", cluster.partition, "--timeout", "10", "--job-dir",
          str(job_dir), "extract-features", *args, "--output", str(out)],
-        capture_output=True, text=True, timeout=120, cwd=REPO)
+        capture_output=True, text=True, timeout=120, cwd=REPO, env={**os.environ, **(env or {})})
     assert done.returncode == 0, done.stderr
     assert f"Features, index.csv and failed.csv: {out}" in done.stdout
     match = re.search(r"Submitted job (\d+): 1 node\(s\) x 2 task\(s\)", done.stdout)
@@ -90,6 +92,11 @@ def task_logs(job_dir: Path) -> str:
     return "\n".join(p.read_text(errors="replace") for p in sorted((job_dir / "submitit").rglob("*.out")))
 
 
+def all_logs(job_dir: Path) -> str:
+    """Every task's stdout and stderr of the job."""
+    return task_logs(job_dir) + "\n" + slurm_logs(job_dir)
+
+
 def test_two_tasks_extract_what_one_process_extracts(extraction, single_process, tmp_path, slurm_cluster,
                                                      cancel_at_exit):
     args, videos = extraction
@@ -108,20 +115,21 @@ def test_the_time_limit_signal_requeues_and_the_rerun_skips_the_videos_done(extr
                                                                            slurm_cluster, cancel_at_exit):
     args, videos = extraction
     job_dir, out = tmp_path / "job", tmp_path / "features"
-    job_id = submit_extraction(job_dir, out, args, slurm_cluster)
+    # Each task waits after its second video: the signal lands with both tasks mid-share, however fast they are.
+    job_id = submit_extraction(job_dir, out, args, slurm_cluster, env={FAULT_ENV: "hold:2"})
     cancel_at_exit.append(job_id)
-    wait_until(lambda: len(features(out)) >= 4 if out.is_dir() else False, 240, "the first videos' features")
+    wait_until(lambda: all_logs(job_dir).count("Holding after video 2") == 2, 240, "both tasks' second video")
     # What Slurm sends `--signal` seconds before the time limit, to every process of the job (--full).
     subprocess.run(["scancel", "--signal=USR2", "--full", job_id], check=True, timeout=30)
     fields = wait_for_end(job_id, 420)
-    logs = slurm_logs(job_dir)
+    logs = all_logs(job_dir)
     assert fields["JobState"] == "COMPLETED" and int(fields["Restarts"]) == 1, logs[-5000:]
-    # submitit's handler (Checkpointable) on task 0 requeued the job; the restarted tasks ran the command again.
-    assert "Caught signal SIGUSR2 on" in logs and f"Slurm restart 1 of job {job_id}" in logs, logs[-5000:]
+    # Each task that received the warning before the requeue's SIGTERM asked for the requeue; one request did it.
+    # The restarted tasks ran the command again.
+    assert "Received SIGUSR2 (the time-limit warning) on task" in logs, logs[-5000:]
+    assert len(re.findall(rf"Requeued job {job_id} \(requeue 1 of at most \d+\)", logs)) == 1, logs[-5000:]
+    assert f"Slurm restart 1 of job {job_id}" in logs, logs[-5000:]
     assert "DataLoader worker" not in logs
-    # Each task's summaries, of the first run (if it finished its share before the requeue) and of the rerun. A
-    # stop can fall between a video's file and its index line: at most one video per task is done again.
-    skipped = [int(n) for n in re.findall(r"process \d of 2: 5 videos: \d extracted, (\d) already done",
-                                          task_logs(job_dir))]
-    assert len(skipped) >= 2 and sum(skipped) >= 4 - 2, task_logs(job_dir)[-3000:]
+    for task in (0, 1):
+        assert f"process {task} of 2: 5 videos: 3 extracted, 2 already done, 0 failed" in logs, logs[-3000:]
     assert_same_outputs(out, single_process, videos)
