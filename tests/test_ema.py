@@ -14,6 +14,8 @@ from hiera_video.engine.checkpoint import find_latest_checkpoint, load_checkpoin
 from hiera_video.engine.ema import ModelEma, build_model_ema
 from hiera_video.engine.logging import read_json_stats
 from hiera_video.engine.runner import run
+from hiera_video.evaluation.score_file import load_test_scores
+from hiera_video.inference import Predictor
 from tiny_demo import write_tiny_demo
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -126,6 +128,17 @@ def test_validation_and_test_report_the_ema_beside_the_weights(dataset, tmp_path
                                scores["ema_test_scores.npz"], rtol=0, atol=1e-6)
 
 
+def test_the_predictor_scores_with_the_weights_or_their_ema_as_the_test_did(dataset, tmp_path, single_process):
+    cfg = tiny_cfg(dataset, tmp_path / "run")
+    run(single_process, cfg)
+    checkpoint = find_latest_checkpoint(str(tmp_path / "run"))
+    for ema, name in ((False, "test_scores.npz"), (True, "ema_test_scores.npz")):
+        tested = load_test_scores(str(tmp_path / "run" / name))
+        predictor = Predictor(cfg, checkpoint, ema=ema)
+        for path, row in zip(tested.paths, tested.scores):
+            np.testing.assert_allclose(predictor.predict(path).scores, row, atol=1e-5, rtol=0, err_msg=f"{name} {path}")
+
+
 def test_with_decay_0_the_ema_is_the_weights(dataset, tmp_path, single_process):
     """The EMA evaluation evaluates exactly the averaged weights: with decay 0 they are the trained ones."""
     run(single_process, tiny_cfg(dataset, tmp_path / "mae", "MODEL_EMA.DECAY", "0.0", "TEST.ENABLE", "False",
@@ -146,6 +159,8 @@ def test_testing_a_checkpoint_without_ema_weights_warns_and_tests_the_weights(da
         results = run(single_process, tiny_cfg(dataset, tmp_path / "plain", "TRAIN.ENABLE", "False"))
     assert "top1_acc" in results and not any(key.startswith("ema_") for key in results)
     assert "holds no EMA weights (model_ema_state): testing without them" in caplog.text
+    with pytest.raises(ValueError, match=r"holds no EMA weights \(model_ema_state\); train with MODEL_EMA.ENABLE"):
+        Predictor(tiny_cfg(dataset, tmp_path / "plain"), find_latest_checkpoint(str(tmp_path / "plain")), ema=True)
 
 
 @pytest.mark.slow

@@ -52,6 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--window", type=float, default=None, help="score every window of this many seconds")
     parser.add_argument("--stride", type=float, default=None, help="seconds between windows (default: --window)")
     parser.add_argument("--overlay", default="", help="write the video with the current top-3 drawn on it")
+    parser.add_argument("--ema", action="store_true",
+                        help="predict with the checkpoint's EMA weights (trained with MODEL_EMA.ENABLE True)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("opts", nargs="*", help="KEY VALUE config overrides (anywhere on the command line)")
     args = parser.parse_intermixed_args(argv)
@@ -169,7 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     weights = args.weights or test_weights_path(cfg)
     if not weights:
         raise SystemExit("No weights to predict with: pass --weights, or set TEST.CHECKPOINT_FILE_PATH")
-    predictor = Predictor(cfg, weights, device=args.device)
+    try:
+        predictor = Predictor(cfg, weights, device=args.device, ema=args.ema)
+    except ValueError as error:  # weights that do not fit the config, or no EMA weights with --ema
+        raise SystemExit(f"Cannot predict: {error}") from None
     videos, failures = expand_inputs(args.input)
     overlays = overlay_paths(args.overlay, videos)
     results = []

@@ -27,12 +27,12 @@ from fvcore.common.config import CfgNode
 from torch import nn
 
 from hiera_video.config import ConfigError
-from hiera_video.models.weights import load_pretrained, load_state_file
+from hiera_video.models.weights import EMA_STATE_KEY, load_pretrained, load_state_file
 from hiera_video.tasks.base import Task
 
 logger = logging.getLogger(__name__)
 
-STATE_KEY = "model_ema_state"
+STATE_KEY = EMA_STATE_KEY
 UPDATES_KEY = "model_ema_updates"
 PREFIX = "ema_"  # of the statistics and files of evaluations of the EMA weights
 

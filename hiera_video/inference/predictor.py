@@ -26,7 +26,7 @@ from hiera_video.data.windows import Window, sliding_windows, window_clips
 from hiera_video.evaluation.classification import MultiViewAggregator
 from hiera_video.models.build import build_model
 from hiera_video.models.registry import model_spec
-from hiera_video.models.weights import LoadReport, load_pretrained, load_state_file
+from hiera_video.models.weights import EMA_STATE_KEY, LoadReport, load_pretrained, load_state_file
 from hiera_video.tasks.class_names import class_names as config_class_names
 from hiera_video.tasks.classification import view_scores
 from hiera_video.utils.amp import amp_context
@@ -88,12 +88,14 @@ class Predictor:
     `device` defaults to CUDA when available (autocast as TRAIN.MIXED_PRECISION says, as in the test loop), else
     the CPU. `batch_size` is clips per forward pass (default: the views of one video). `class_names` default to
     the config's (MODEL.CLASS_NAMES, else the dataset's), else the indices; `weights_name` names a state-dict
-    `weights` in messages. A weights file may be an official name, MODEL:CHECKPOINT (models.pretrained).
+    `weights` in messages. A weights file may be an official name, MODEL:CHECKPOINT (models.pretrained). `ema`
+    predicts with the checkpoint's weight EMA (MODEL_EMA; what the test loop reports as ema_*) instead.
     """
 
     def __init__(self, cfg: CfgNode, weights: str | os.PathLike | Mapping[str, Any] | None = None,
                  device: str | torch.device | None = None, batch_size: int | None = None,
-                 class_names: Sequence[str] | None = None, weights_name: str | None = None) -> None:
+                 class_names: Sequence[str] | None = None, weights_name: str | None = None,
+                 ema: bool = False) -> None:
         if cfg.TASK != "classification":
             raise ValueError(f"Predictor needs a classification config; got TASK {cfg.TASK}")
         self.cfg = cfg
@@ -105,7 +107,7 @@ class Predictor:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = build_model(cfg)
-        self.weights = self._load(weights, weights_name)
+        self.weights = self._load(weights, weights_name, ema)
         self.model.to(self.device).eval()
         if class_names is None:
             class_names = config_class_names(cfg) or index_names(cfg.MODEL.NUM_CLASSES)
@@ -113,13 +115,22 @@ class Predictor:
         if len(self.class_names) != cfg.MODEL.NUM_CLASSES:
             raise ValueError(f"{len(self.class_names)} class names for MODEL.NUM_CLASSES {cfg.MODEL.NUM_CLASSES}")
 
-    def _load(self, weights: str | os.PathLike | Mapping[str, Any] | None, name: str | None) -> str:
+    def _load(self, weights: str | os.PathLike | Mapping[str, Any] | None, name: str | None, ema: bool) -> str:
         if weights is None:
+            if ema:
+                raise ValueError("ema=True needs weights: a checkpoint holding EMA weights")
             logger.warning("Predictor without weights: the model keeps its random initialisation")
             return ""
         if name is None:
             name = os.fspath(weights) if isinstance(weights, (str, os.PathLike)) else "the given state dict"
         state = load_state_file(weights) if isinstance(weights, (str, os.PathLike)) else weights
+        if ema:
+            if EMA_STATE_KEY not in state:
+                raise ValueError(f"{name} holds no EMA weights ({EMA_STATE_KEY}); train with MODEL_EMA.ENABLE True, "
+                                 f"or predict with the weights themselves (without ema/--ema)")
+            state, name = state[EMA_STATE_KEY], f"the EMA weights of {name}"
+        elif EMA_STATE_KEY in state:
+            logger.info("%s also holds EMA weights; ema=True (tools/predict.py --ema) predicts with them", name)
         report = load_pretrained(self.model, state)
         model_state = state.get("model_state", state)
         _check_complete(report, name, self.cfg, model_state)

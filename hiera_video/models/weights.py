@@ -22,6 +22,9 @@ from hiera_video.models.pretrained import resolve_weights
 from hiera_video.utils.dcp_folders import read_dcp_folder
 from hiera_video.utils.wrappers import strip_ddp_prefix, unwrap_model
 
+# The checkpoint entry holding the weight EMA (MODEL_EMA), loadable like `model_state`.
+EMA_STATE_KEY = "model_ema_state"
+
 RESIZABLE_KEYS = ("pos_embed_spatial", "pos_embed_temporal", "pos_embed")
 Shape = tuple[int, ...]
 
