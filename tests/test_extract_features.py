@@ -283,7 +283,7 @@ def test_submit_extract_features_submits_the_tool_on_every_task(demo, tmp_path, 
 
 
 @pytest.mark.parametrize("before, after, message", [
-    ([], ["--stride", "1"], "--stride needs --window"),
+    ([], ["--stride", "1"], "[SLURM OPTIONS] extract-features: error: --stride needs --window"),  # named as given
     ([], ["--pool", "max"], "argument --pool: invalid choice: 'max'"),
     (["--cfg", DEMO_CFG], [], "--cfg and KEY VALUE overrides of a feature extraction go after extract-features"),
     ([], ["--weights", ""], "No weights to extract features with"),

@@ -34,8 +34,10 @@ from hiera_video.inference.features import (
 from hiera_video.inference.inputs import expand_inputs, read_video_list
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
+    """The command line; `prog` names the command in usage and errors (default: this tool's name)."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", required=True, nargs="+", help="config of the weights (then KEY VALUE overrides)")
     parser.add_argument("--weights", default="", help="weights file (default: as the test picks them)")
     parser.add_argument("--input", nargs="+", required=True,
@@ -55,10 +57,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def load_request(argv: list[str] | None = None) -> tuple[argparse.Namespace, CfgNode, str]:
+def load_request(argv: list[str] | None = None, prog: str | None = None
+                 ) -> tuple[argparse.Namespace, CfgNode, str]:
     """The arguments, the config and the weights of a command line (tools/submit.py checks them before it submits
-    one); errors exit with what to fix."""
-    args = parse_args(argv)
+    one, as `prog`); errors exit with what to fix."""
+    args = parse_args(argv, prog)
     cfg = load_tool_config(args)
     weights = args.weights or test_weights_path(cfg)
     if not weights:

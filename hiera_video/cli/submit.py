@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> None:
         results = f"Checkpoints and json_stats.log: {cfg.OUTPUT_DIR}"
     else:
         # The arguments are checked here, as the tool checks them, so that a typo fails now and not in the queue.
-        request, cfg, _ = extract_features.load_request(args.command)
+        prog = f"{os.path.basename(sys.argv[0])} [SLURM OPTIONS] {EXTRACT_FEATURES}"
+        request, cfg, _ = extract_features.load_request(args.command, prog)
         name = args.name or f"features_{config_name(request.cfg[0])}"
         job_dir = job_folder(args, name)
         ngpus, tasks = layout_or_exit(args, cfg)
