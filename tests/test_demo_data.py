@@ -77,13 +77,13 @@ def test_videos_are_real_h264_mp4_files(dataset, backend):
         assert b"ftyp" in f.read(16)
 
 
-def nearest_centroid_accuracy(features, labels):
+def nearest_centroid_accuracy(features, labels, num_classes=4):
     """Leave-one-out accuracy of a nearest-class-mean classifier on standardised features."""
     features = (features - features.mean(0)) / (features.std(0) + 1e-9)
     correct = 0
     for i in range(len(labels)):
         keep = np.arange(len(labels)) != i
-        centroids = np.stack([features[keep & (labels == c)].mean(0) for c in range(4)])
+        centroids = np.stack([features[keep & (labels == c)].mean(0) for c in range(num_classes)])
         correct += np.argmin(((centroids - features[i]) ** 2).sum(1)) == labels[i]
     return correct / len(labels)
 
@@ -167,6 +167,32 @@ def test_a_concurrent_writer_of_the_same_dataset_wins_quietly(tmp_path, monkeypa
 
 def test_bad_parameters_are_rejected(tmp_path):
     for bad in [dict(num_classes=9), dict(distractor=0.5), dict(num_classes=1), dict(size=33), dict(num_frames=1),
-                dict(test_per_class=0)]:
+                dict(test_per_class=0), dict(pattern="stripes"), dict(noise=-1.0)]:
         with pytest.raises(ValueError):
             write_demo_dataset(str(tmp_path / "x"), **{**SMALL, **bad})
+
+
+def plaid_videos(noise=0.0, per_class=4):
+    """In-memory plaid videos of the 8 directions (16 frames, 64x64), as the dataset renders them: (frames, label)."""
+    return [(demo.render_moving_texture(np.random.default_rng((7, label, i)), demo.DIRECTIONS[name], 16, 64,
+                                        pattern="plaid", noise=noise), label)
+            for label, name in enumerate(CLASS_NAMES) for i in range(per_class)]
+
+
+def test_a_plaid_is_gray_one_frame_says_nothing_and_its_motion_tells_the_direction():
+    videos = plaid_videos()
+    assert all((frames[..., 0] == frames[..., 1]).all() and (frames[..., 0] == frames[..., 2]).all()
+               for frames, _ in videos)
+    labels = np.array([label for _, label in videos])
+    features = np.stack([frame_statistics(frames[5]) for frames, _ in videos])
+    assert nearest_centroid_accuracy(features, labels, num_classes=8) < 0.3  # chance is 0.125
+    for frames, label in videos:  # 4 frames: 2 to 4 px along the direction, under half the 16 px wavelength
+        assert best_direction(frames[0], frames[4], max_shift=5)[0] == label
+
+
+def test_noise_adds_its_standard_deviation_to_every_pixel(tmp_path):
+    clean, noisy = plaid_videos(per_class=1), plaid_videos(noise=60.0, per_class=1)
+    difference = np.concatenate([n.astype(float) - c.astype(float) for (c, _), (n, _) in zip(clean, noisy)])
+    assert 50 < difference.std() < 61  # 60, less what clipping to 0-255 takes
+    info = write_demo_dataset(str(tmp_path / "plaid"), pattern="plaid", noise=60.0, **SMALL)
+    assert demo.read_manifest(info["root"])["pattern"] == "plaid" and demo.read_manifest(info["root"])["noise"] == 60

@@ -2,7 +2,7 @@
 the input, the input with the hidden mask units blanked, and the reconstruction (pixel target only).
 
     python tools/visualize_mae.py --cfg configs/Demo/HIERA_DEMO_MAE.yaml \\
-        --checkpoint output/demo_mae/checkpoints/checkpoint_epoch_00010.pyth --num-clips 4 --out mae_vis
+        --checkpoint output/demo_mae/checkpoints/checkpoint_epoch_00012.pyth --num-clips 4 --out mae_vis
 
 Clips are the deterministic centre clips of the validation split; masks use MAE.MASK_RATIO and --seed.
 """

@@ -168,6 +168,11 @@ _C.DATA.DEMO_SEED = 0
 # Weight (< 0.5) of a second demo texture moving along a random one of the eight directions, blended over the one
 # whose direction is the class (0 = none). The demo has MODEL.NUM_CLASSES directions (2-8; 5-8 add diagonals).
 _C.DATA.DEMO_DISTRACTOR = 0.0
+# What moves in the demo videos: "texture" (a random two-colour texture per video) or "plaid" (three gray gratings
+# with random phases; the MAE demo's data, where pretraining pays off).
+_C.DATA.DEMO_PATTERN = "texture"
+# Standard deviation (gray levels, 0-255) of the Gaussian noise added to every pixel of the demo videos (0 = none).
+_C.DATA.DEMO_NOISE = 0.0
 # Train on this fraction of the training list: a class-balanced subset (at least one video per class) drawn with
 # RNG_SEED, for low-label fine-tuning (Kinetics-format lists and SSv2). MAE pretraining usually keeps 1.0: it
 # needs no labels.

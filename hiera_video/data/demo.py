@@ -1,11 +1,15 @@
-"""The built-in demo dataset: small real mp4 videos whose class is the direction a texture moves.
+"""The built-in demo dataset: small real mp4 videos whose class is the direction a pattern moves.
 
-Each video shows a random, smooth, two-colour texture sliding left, right, up or down (and, with more than four
-classes, along the diagonals) at a random speed from a random starting position. Texture, colours, position and
-speed are drawn per video, so a single frame says nothing about the class; only motion over time does. A harder
-variant blends in a second, weaker texture moving along a random direction (`distractor`). Because the classes
-are directions, horizontal flipping swaps "left" and "right": train on it with flipping off (DATA.RANDOM_FLIP
-False), as for SSv2.
+Each video shows a pattern sliding left, right, up or down (and, with more than four classes, along the
+diagonals) at a random speed from a random starting position, so a single frame says nothing about the class; only
+motion over time does. The pattern (`pattern`) is either
+- "texture": a random, smooth, two-colour texture, its colours drawn per video, or
+- "plaid": three gray gratings (wavelength a quarter of the frame, at 0, 60 and 120 degrees) with random phases,
+  the same pattern family in every video: what is masked in one frame follows from the visible frames and the
+  motion, which the MAE demo (HIERA_DEMO_MAE.yaml) learns within minutes (README, "Does MAE pretraining help?").
+Harder variants blend in a second, weaker layer of the same kind moving along a random direction (`distractor`)
+and add independent Gaussian noise to every pixel (`noise`, in gray levels). Because the classes are directions,
+horizontal flipping swaps "left" and "right": train on it with flipping off (DATA.RANDOM_FLIP False), as for SSv2.
 
 Layout under `root` (Kinetics format, paths relative to root, so set DATA.PATH_PREFIX to root):
     train.csv val.csv test.csv       "<split>/<class>_<nnn>.mp4 <label>" lines
@@ -31,7 +35,9 @@ DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1),
 CLASS_NAMES = tuple(DIRECTIONS)
 SPLITS = ("train", "val", "test")
 MANIFEST = "demo_dataset.json"
+PATTERNS = ("texture", "plaid")
 SPEED_RANGE = (0.5, 1.0)  # pixels per frame
+PLAID_ANGLES = (0.0, np.pi / 3, 2 * np.pi / 3)  # grating orientations, radians
 TEXTURE_SMOOTHING = 2.0  # Gaussian blur sigma in pixels: features large enough to track, small enough to see
 
 
@@ -46,20 +52,37 @@ def _texture_spectrum(rng: np.random.Generator, period: int) -> np.ndarray:
 
 
 def render_moving_texture(
-    rng: np.random.Generator, direction: tuple[int, int], num_frames: int, size: int, distractor: float = 0.0
+    rng: np.random.Generator, direction: tuple[int, int], num_frames: int, size: int, distractor: float = 0.0,
+    pattern: str = "texture", noise: float = 0.0,
 ) -> np.ndarray:
-    """uint8 frames [num_frames, size, size, 3] of a random texture moving along `direction` (dx, dy).
+    """uint8 frames [num_frames, size, size, 3] of a random `pattern` moving along `direction` (dx, dy).
 
-    Shifts are sub-pixel exact: the texture is periodic (period 2 * size, so no wrap shows in the frame) and
-    is shifted by a phase ramp in the Fourier domain. A diagonal direction moves at the same speed per axis.
-    With `distractor` > 0, a second random texture moving along a random one of the eight directions is blended
-    in with that weight (transparent motion): the class is the direction of the stronger layer.
+    Shifts are sub-pixel exact: a texture is periodic (period 2 * size, so no wrap shows in the frame) and is
+    shifted by a phase ramp in the Fourier domain; a plaid is a sum of cosines. A diagonal direction moves at the
+    same speed per axis. With `distractor` > 0, a second random layer moving along a random one of the eight
+    directions is blended in with that weight (transparent motion): the class is the direction of the stronger
+    layer. `noise` > 0 adds Gaussian noise of that standard deviation (gray levels) to every pixel and channel.
     """
-    frames = _moving_texture(rng, direction, num_frames, size)
+    layer = _moving_texture if pattern == "texture" else _moving_plaid
+    frames = layer(rng, direction, num_frames, size)
     if distractor > 0:
         other = DIRECTIONS[CLASS_NAMES[rng.integers(len(CLASS_NAMES))]]
-        frames = (1 - distractor) * frames + distractor * _moving_texture(rng, other, num_frames, size)
-    return np.round(frames).astype(np.uint8)
+        frames = (1 - distractor) * frames + distractor * layer(rng, other, num_frames, size)
+    if noise > 0:
+        frames = frames + rng.normal(0.0, noise, frames.shape)
+    return np.round(np.clip(frames, 0, 255)).astype(np.uint8)
+
+
+def _moving_plaid(rng: np.random.Generator, direction: tuple[int, int], num_frames: int, size: int) -> np.ndarray:
+    """float frames in [0, 255] of one plaid layer (see render_moving_texture)."""
+    velocity = rng.uniform(*SPEED_RANGE) * np.asarray(direction, dtype=float)
+    y, x = np.mgrid[:size, :size].astype(float)
+    times = np.arange(num_frames)[:, None, None]
+    level = np.zeros((num_frames, size, size))
+    for angle in PLAID_ANGLES:
+        kx, ky = 2 * np.pi / (size / 4) * np.cos(angle), 2 * np.pi / (size / 4) * np.sin(angle)
+        level += np.cos(kx * (x - velocity[0] * times) + ky * (y - velocity[1] * times) + rng.uniform(0, 2 * np.pi))
+    return np.repeat((127.5 + 35.0 * level)[..., None], 3, axis=-1)  # |level| <= 3: within [22, 233]
 
 
 def _moving_texture(rng: np.random.Generator, direction: tuple[int, int], num_frames: int, size: int) -> np.ndarray:
@@ -81,9 +104,10 @@ def _moving_texture(rng: np.random.Generator, direction: tuple[int, int], num_fr
 
 
 def _parameters(num_classes, train_per_class, val_per_class, test_per_class, num_frames, size, fps, seed,
-                distractor) -> dict:
-    # Recorded only when set, so folders written before the distractor existed still match their parameters.
-    return ({"distractor": distractor} if distractor else {}) | {
+                distractor, pattern, noise) -> dict:
+    # Recorded only when set, so folders written before these options existed still match their parameters.
+    optional = {"distractor": distractor, "pattern": "" if pattern == "texture" else pattern, "noise": noise}
+    return {key: value for key, value in optional.items() if value} | {
         "class_names": list(CLASS_NAMES[:num_classes]),
         "per_class": {"train": train_per_class, "val": val_per_class, "test": test_per_class},
         "num_frames": num_frames,
@@ -101,7 +125,8 @@ def _write_all(folder: str, params: dict) -> None:
             for i in range(params["per_class"][split]):
                 rng = np.random.default_rng((params["seed"], split_index, label, i))
                 frames = render_moving_texture(rng, DIRECTIONS[name], params["num_frames"], params["size"],
-                                               params.get("distractor", 0.0))
+                                               params.get("distractor", 0.0), params.get("pattern", "texture"),
+                                               params.get("noise", 0.0))
                 relative = f"{split}/{name}_{i:03d}.mp4"
                 write_video(os.path.join(folder, relative), frames, fps=params["fps"])
                 lines.append(f"{relative} {label}\n")
@@ -161,6 +186,8 @@ def write_demo_dataset(
     fps: int = 30,
     seed: int = 0,
     distractor: float = 0.0,
+    pattern: str = "texture",
+    noise: float = 0.0,
 ) -> dict:
     """Write the demo dataset into `root` (created if missing, or an empty folder) and describe it.
 
@@ -175,13 +202,17 @@ def write_demo_dataset(
     if not 0.0 <= distractor < 0.5:
         raise ValueError(f"distractor must lie in [0, 0.5), so the class's texture stays the stronger one; got "
                          f"{distractor}")
+    if pattern not in PATTERNS:
+        raise ValueError(f"pattern must be one of {PATTERNS}, got {pattern!r}")
+    if noise < 0:
+        raise ValueError(f"noise must be >= 0 (gray levels), got {noise}")
     if size < 16 or size % 2:
         raise ValueError(f"size must be an even number >= 16, got {size}")
     if num_frames < 2 or min(train_per_class, val_per_class, test_per_class) < 1:
         raise ValueError("num_frames must be >= 2 and every split needs at least one video per class")
     root = os.path.abspath(root)
     params = _parameters(num_classes, train_per_class, val_per_class, test_per_class, num_frames, size, fps, seed,
-                         distractor)
+                         distractor, pattern, noise)
     if _check_existing(root, params):
         return _describe(root, params)
     parent = os.path.dirname(root)

@@ -56,7 +56,7 @@ def seed_process(cfg: CfgNode, rank: int) -> None:
 
 def prepare_demo_data(cfg: CfgNode, ctx: du.DistContext) -> None:
     """With DATA.DEMO_DATASET, makes sure PATH_TO_DATA_DIR holds the demo videos of seed DATA.DEMO_SEED, with
-    MODEL.NUM_CLASSES directions and DATA.DEMO_DISTRACTOR.
+    MODEL.NUM_CLASSES directions, DATA.DEMO_PATTERN, DATA.DEMO_DISTRACTOR and DATA.DEMO_NOISE.
 
     Writes them into a missing or empty folder. A demo folder with these settings (any size) or a folder with a
     train.csv of its own (a user's dataset) is used as it is; a demo folder with other settings is refused.
@@ -68,15 +68,19 @@ def prepare_demo_data(cfg: CfgNode, ctx: du.DistContext) -> None:
     if manifest is None and g_pathmgr.exists(os.path.join(root, "train.csv")):
         return
     wanted = {"seed": cfg.DATA.DEMO_SEED, "num_classes": cfg.MODEL.NUM_CLASSES,
-              "distractor": cfg.DATA.DEMO_DISTRACTOR}
+              "distractor": cfg.DATA.DEMO_DISTRACTOR, "pattern": cfg.DATA.DEMO_PATTERN, "noise": cfg.DATA.DEMO_NOISE}
     if manifest is not None and wanted == {"seed": manifest["seed"], "num_classes": len(manifest["class_names"]),
-                                           "distractor": manifest.get("distractor", 0.0)}:
+                                           "distractor": manifest.get("distractor", 0.0),
+                                           "pattern": manifest.get("pattern", "texture"),
+                                           "noise": manifest.get("noise", 0.0)}:
         return
     if ctx.is_main:
-        logger.info("Writing the demo dataset (DATA.DEMO_SEED %d, %d directions, DATA.DEMO_DISTRACTOR %g) into %s",
-                    cfg.DATA.DEMO_SEED, cfg.MODEL.NUM_CLASSES, cfg.DATA.DEMO_DISTRACTOR, root)
+        logger.info("Writing the demo dataset (DATA.DEMO_SEED %d, %d directions, DATA.DEMO_PATTERN %s, "
+                    "DATA.DEMO_DISTRACTOR %g, DATA.DEMO_NOISE %g) into %s", cfg.DATA.DEMO_SEED, cfg.MODEL.NUM_CLASSES,
+                    cfg.DATA.DEMO_PATTERN, cfg.DATA.DEMO_DISTRACTOR, cfg.DATA.DEMO_NOISE, root)
         write_demo_dataset(root, num_classes=cfg.MODEL.NUM_CLASSES, seed=cfg.DATA.DEMO_SEED,
-                           distractor=cfg.DATA.DEMO_DISTRACTOR)
+                           distractor=cfg.DATA.DEMO_DISTRACTOR, pattern=cfg.DATA.DEMO_PATTERN,
+                           noise=cfg.DATA.DEMO_NOISE)
     du.barrier()
 
 
