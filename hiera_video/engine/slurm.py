@@ -50,15 +50,16 @@ def requeue_self(max_requeues: int) -> bool:
         logger.error("Job %s was already requeued %d times (the limit): not requeueing; resubmit to resume",
                      job_id, restarts)
         return False
-    # The requeue's SIGTERM reaches this process and its children, scontrol included, possibly before scontrol has
-    # exited: it inherits the stop signals blocked, and this process handles its own SIGTERM once it has logged.
+    # Logged first: the SIGTERM that the requeue sends can end this process before scontrol returns. A thread of
+    # this process may take that signal while the main thread blocks it, and Python then runs the handler in the
+    # main thread anyway; scontrol itself inherits the blocked signals and completes the request.
+    logger.warning("Requeueing job %s (requeue %d of at most %d)", job_id, restarts + 1, max_requeues)
     with stop_signals_held():
         done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
-        if done.returncode:
-            logger.warning("scontrol requeue %s failed (exit status %d; another task may have requeued it a moment "
-                           "ago): %s", job_id, done.returncode, done.stderr.strip())
-            return False
-        logger.warning("Requeued job %s (requeue %d of at most %d)", job_id, restarts + 1, max_requeues)
+    if done.returncode:
+        logger.warning("scontrol requeue %s failed (exit status %d; another task may have requeued it a moment ago): "
+                       "%s", job_id, done.returncode, done.stderr.strip())
+        return False
     return True
 
 

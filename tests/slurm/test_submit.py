@@ -160,7 +160,7 @@ def test_time_limit_signal_to_every_process_with_spawned_workers_saves_requeues_
     assert "DataLoader worker" not in logs
     log = (job_dir / "stdout.log").read_text()
     assert "Received SIGUSR2" in log
-    assert re.search(rf"Requeued job {job_id} \(requeue 1 of at most 20\)", log), log[-3000:]
+    assert re.search(rf"Requeueing job {job_id} \(requeue 1 of at most 20\)", log), log[-3000:]
     assert_resumed_after_the_hold(job_dir, ".pyth")
     assert_same_weights(uninterrupted_weights, job_dir)
 

@@ -124,10 +124,10 @@ def test_the_time_limit_signal_requeues_and_the_rerun_skips_the_videos_done(extr
     fields = wait_for_end(job_id, 420)
     logs = all_logs(job_dir)
     assert fields["JobState"] == "COMPLETED" and int(fields["Restarts"]) == 1, logs[-5000:]
-    # Each task that received the warning before the requeue's SIGTERM asked for the requeue; one request did it.
-    # The restarted tasks ran the command again.
+    # Each task that received the warning before the requeue's SIGTERM asked for the requeue; one request did it
+    # (Restarts=1 above). The restarted tasks ran the command again.
     assert "Received SIGUSR2 (the time-limit warning) on task" in logs, logs[-5000:]
-    assert len(re.findall(rf"Requeued job {job_id} \(requeue 1 of at most \d+\)", logs)) == 1, logs[-5000:]
+    assert re.search(rf"Requeueing job {job_id} \(requeue 1 of at most \d+\)", logs), logs[-5000:]
     assert f"Slurm restart 1 of job {job_id}" in logs, logs[-5000:]
     assert "DataLoader worker" not in logs
     for task in (0, 1):
