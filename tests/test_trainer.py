@@ -133,7 +133,8 @@ def test_unparseable_csv_line_names_file_and_line(dataset, tmp_path, single_proc
         run(single_process, tiny_cfg(str(data), tmp_path / "out"))
 
 
-def test_nan_loss_stops_with_iteration_and_last_checkpoint(dataset, tmp_path, single_process, monkeypatch):
+def nan_loss_at_call(monkeypatch, bad_call: int) -> dict[str, int]:
+    """Makes the classification loss NaN at its `bad_call`-th call (counted from 1); returns the call count."""
     from hiera_video.tasks.classification import ClassificationTask
 
     original = ClassificationTask.loss
@@ -142,9 +143,14 @@ def test_nan_loss_stops_with_iteration_and_last_checkpoint(dataset, tmp_path, si
     def loss(self, model, batch):
         calls["n"] += 1
         value, stats = original(self, model, batch)
-        return (value * float("nan") if calls["n"] == 3 else value), stats
+        return (value * float("nan") if calls["n"] == bad_call else value), stats
 
     monkeypatch.setattr(ClassificationTask, "loss", loss)
+    return calls
+
+
+def test_nan_loss_stops_with_iteration_and_last_checkpoint(dataset, tmp_path, single_process, monkeypatch):
+    nan_loss_at_call(monkeypatch, 3)
     cfg = tiny_cfg(dataset, tmp_path / "nan", "TRAIN.EVAL_PERIOD", "0", "TEST.ENABLE", "False",
                    "TRAIN.CHECKPOINT_PERIOD", "1")
     with pytest.raises(FloatingPointError) as err:
@@ -158,17 +164,7 @@ def test_nan_loss_between_reads_stops_at_the_next_read_naming_the_first_bad_iter
         dataset, tmp_path, single_process, monkeypatch, read_at):
     """Steps never read the loss on the host: a NaN is found at the next log line or mid-epoch checkpoint, which
     names the iteration it came from; no checkpoint keeps the weights it spoilt."""
-    from hiera_video.tasks.classification import ClassificationTask
-
-    original = ClassificationTask.loss
-    calls = {"n": 0}
-
-    def loss(self, model, batch):
-        calls["n"] += 1
-        value, stats = original(self, model, batch)
-        return (value * float("nan") if calls["n"] == 2 else value), stats
-
-    monkeypatch.setattr(ClassificationTask, "loss", loss)
+    calls = nan_loss_at_call(monkeypatch, 2)
     opts = ["TRAIN.BATCH_SIZE", "2", "SOLVER.MAX_EPOCH", "1", "SOLVER.WARMUP_EPOCHS", "0.5", "LOG_PERIOD", "4",
             "TRAIN.EVAL_PERIOD", "0", "TEST.ENABLE", "False"]  # 4 steps, one log line after the 4th
     if read_at == "checkpoint":
