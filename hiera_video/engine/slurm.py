@@ -8,8 +8,8 @@ call again and auto-resume continues from that checkpoint, at the same iteration
 
 `SlurmCommand` runs a command-line tool instead, on every task, for tools whose rerun continues where a run stopped
 (tools/extract_features.py skips the videos it finished); each task finds its place in the job from the Slurm
-environment, as under `srun`. It owns the stop signals too: after a time-limit warning task 0 requeues the job, and
-the SIGTERM of a requeue or preemption ends every task at once.
+environment, as under `srun`. It owns the stop signals too: after a time-limit warning every task still working asks
+for the requeue (the first request counts), and the SIGTERM of a requeue or preemption ends every task at once.
 """
 from __future__ import annotations
 
