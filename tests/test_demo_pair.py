@@ -1,4 +1,5 @@
-"""The MAE demo pair: HIERA_DEMO_FINETUNE.yaml fine-tunes exactly what HIERA_DEMO_MAE.yaml pretrains."""
+"""The MAE demo pair at reduced size: HIERA_DEMO_FINETUNE.yaml fine-tunes exactly what HIERA_DEMO_MAE.yaml
+pretrains, and that beats the same fine-tuning from scratch (README, "Does MAE pretraining help? (demo)")."""
 from __future__ import annotations
 
 import logging
@@ -11,21 +12,29 @@ from hiera_video.data.demo import write_demo_dataset
 from hiera_video.engine.runner import run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHORT = ["TRAIN.BATCH_SIZE", "4", "TEST.BATCH_SIZE", "4", "DATA_LOADER.NUM_WORKERS", "0", "TRAIN.EVAL_PERIOD", "0"]
+MAE_CONFIG = os.path.join(REPO, "configs/Demo/HIERA_DEMO_MAE.yaml")
+FINETUNE_CONFIG = os.path.join(REPO, "configs/Demo/HIERA_DEMO_FINETUNE.yaml")
+FAST = ["TRAIN.EVAL_PERIOD", "0", "DATA_LOADER.NUM_WORKERS", "0"]
+# Half the fine-tuning epochs and one test view.
+FINETUNE = FAST + ["SOLVER.MAX_EPOCH", "75", "SOLVER.WARMUP_EPOCHS", "7.0",
+                   "TRAIN.CHECKPOINT_PERIOD", "75", "TEST.NUM_ENSEMBLE_VIEWS", "1"]
 
 
 @pytest.mark.slow
-def test_fine_tuning_config_loads_every_backbone_tensor_of_the_mae_demo(tmp_path, monkeypatch, single_process,
-                                                                      caplog):
+def test_fine_tuning_from_the_mae_demo_beats_training_from_scratch(tmp_path, monkeypatch, single_process, caplog):
     monkeypatch.chdir(tmp_path)  # both configs use their default, relative output and data folders
-    write_demo_dataset("demo_data/plaid", num_classes=8, train_per_class=1, val_per_class=1, test_per_class=1,
-                       num_frames=24, pattern="plaid", noise=60.0)  # the pair's data, smaller
-    run(single_process, load_config(os.path.join(REPO, "configs/Demo/HIERA_DEMO_MAE.yaml"), SHORT))
+    # The demo's 256 training videos (the MAE's, unlabelled), 40 test videos instead of 80. The MAE runs in full: with
+    # half its steps, fine-tuning from it lost to scratch on 2 of 3 seeds (README).
+    write_demo_dataset("demo_data/plaid", num_classes=8, val_per_class=1, test_per_class=5, pattern="plaid",
+                       noise=60.0)
+    run(single_process, load_config(MAE_CONFIG, FAST))
     with caplog.at_level(logging.INFO):
-        run(single_process, load_config(os.path.join(REPO, "configs/Demo/HIERA_DEMO_FINETUNE.yaml"),
-                                        SHORT + ["SOLVER.MAX_EPOCH", "2", "SOLVER.WARMUP_EPOCHS", "1.0"]))
+        pretrained = run(single_process, load_config(FINETUNE_CONFIG, FINETUNE))
     report = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("Initialised from"))
-    assert "output/demo_mae/checkpoints/checkpoint_epoch_00012.pyth" in report
+    assert "output/demo_mae/checkpoints/checkpoint_epoch_00012.pyth" in report  # the config's default path
     new = next(line for line in report.splitlines() if line.startswith("new"))
     assert new == "new (fresh init): 4 tensors in norm (2), head (2)"  # no stage left at its random init
-    assert os.path.exists("output/demo_finetune/test_predictions.csv")
+    scratch = run(single_process, load_config(FINETUNE_CONFIG, FINETUNE + [
+        "TRAIN.CHECKPOINT_FILE_PATH", "", "OUTPUT_DIR", "output/demo_scratch"]))
+    assert pretrained["num_videos"] == scratch["num_videos"] == 40
+    assert pretrained["top1_acc"] >= scratch["top1_acc"] + 10, (pretrained["top1_acc"], scratch["top1_acc"])
