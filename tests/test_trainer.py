@@ -125,6 +125,30 @@ def test_bad_videos_are_skipped_named_once_and_counted(dataset, tmp_path, single
         run(single_process, tiny_cfg(str(data), tmp_path / "strict", *opts, "DATA.MAX_BAD_FRACTION", "0.0"))
 
 
+@pytest.mark.parametrize("task", ["classification", "mae"])
+def test_a_broken_validation_video_is_named_once_counted_and_held_to_the_bad_fraction(dataset, tmp_path,
+                                                                                    single_process, caplog, task):
+    data = tmp_path / "bad_val"
+    data.mkdir()
+    make_truncated_video(str(data / "truncated.mp4"), keep_fraction=0.3)
+    for split in ("train", "val", "test"):
+        lines = [f"{os.path.join(dataset, line)}\n" for line in open(os.path.join(dataset, f"{split}.csv"))
+                 .read().splitlines()]
+        if split == "val":
+            lines.append(f"{data / 'truncated.mp4'} 1\n")
+        (data / f"{split}.csv").write_text("".join(lines))
+    opts = ["DATA.PATH_PREFIX", "", "TEST.ENABLE", "False", "DATA.MAX_BAD_FRACTION", "0.5"]
+    with caplog.at_level(logging.WARNING):
+        run(single_process, tiny_cfg(str(data), tmp_path / "out", *opts, task=task))
+    val_epochs = [s for s in read_json_stats(str(tmp_path / "out" / "json_stats.log")) if s.get("_type") == "val_epoch"]
+    assert [s["bad_videos"] for s in val_epochs] == [1, 1]  # validated after each of the 2 epochs
+    named = [r.getMessage() for r in caplog.records if "A val video failed to decode" in r.getMessage()]
+    assert len(named) == 1 and "truncated.mp4" in named[0]
+    with pytest.raises(RuntimeError, match="of the val split failed to decode.*MAX_BAD_FRACTION=0.1"):
+        run(single_process, tiny_cfg(str(data), tmp_path / "strict", *opts, "DATA.MAX_BAD_FRACTION", "0.1",
+                                     task=task))
+
+
 def test_unparseable_csv_line_names_file_and_line(dataset, tmp_path, single_process):
     data = tmp_path / "csv"
     data.mkdir()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,6 +18,9 @@ from hiera_video.models.build import build_model
 from hiera_video.utils import distributed as du
 from hiera_video.utils.amp import amp_context
 from hiera_video.utils.distributed import DistContext
+from hiera_video.utils.reports import check_bad_fraction
+
+logger = logging.getLogger(__name__)
 
 
 class EvaluationInterrupted(Exception):
@@ -44,6 +48,7 @@ class Task:
         self.cfg = cfg
         self.ctx = ctx
         self._loaders: dict[str, DataLoader] = {}
+        self._named_bad: set[Any] = set()  # failed evaluation videos already named in the log
         self.should_stop: Callable[[], bool] = lambda: False
 
     def build_model(self) -> nn.Module:
@@ -68,6 +73,18 @@ class Task:
             if index < common and self.should_stop():
                 raise EvaluationInterrupted(f"stopped after {index} of {len(loader)} evaluation batches")
             yield next(batches)
+
+    def count_bad_videos(self, bad: set[Any], split: str) -> int:
+        """How many videos of `split` failed to decode and were left out of the evaluation, over all ranks (`bad`:
+        this rank's). Names each in the log once per run and raises past DATA.MAX_BAD_FRACTION of the split."""
+        everyone = set().union(*du.all_gather_object(bad))
+        if self.ctx.is_main:
+            for entry in sorted(everyone - self._named_bad, key=str):
+                logger.warning("A %s video failed to decode and is left out: %s", split, entry)
+        self._named_bad |= everyone
+        check_bad_fraction(len(everyone), len(self.loader(split).dataset), self.cfg.DATA.MAX_BAD_FRACTION,
+                           f"videos of the {split} split failed to decode (the warnings above name them)")
+        return len(everyone)
 
     @contextlib.contextmanager
     def output_prefix(self, prefix: str) -> Iterator[None]:

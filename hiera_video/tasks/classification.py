@@ -80,11 +80,14 @@ class ClassificationTask(Task):
 
     @torch.no_grad()
     def validate(self, model: nn.Module, epoch: int) -> dict[str, Any]:
-        """Top-1/top-5 error (%) on one deterministic centre clip per validation video."""
+        """Top-1/top-5 error (%) on one deterministic centre clip per validation video (videos that fail to decode
+        are left out, named and counted against DATA.MAX_BAD_FRACTION)."""
         model.eval()
         loader = self.loader("val")
         totals = torch.zeros(3, dtype=torch.float64)  # top1 errors, top5 errors, clips
+        bad: set[Any] = set()
         for batch in self.evaluation_batches(loader):
+            bad.update(batch["bad_files"])
             with self.autocast():
                 logits = model(batch["video"].to(self.ctx.device, non_blocking=True)).float().cpu()
             top1, top5 = topk_errors(logits, batch["label"], (1, 5))
@@ -92,8 +95,9 @@ class ClassificationTask(Task):
             totals += torch.tensor([top1 * n, top5 * n, n], dtype=torch.float64)
         totals = torch.tensor(du.all_gather_object(totals.tolist()), dtype=torch.float64).sum(0)
         model.train()
+        bad_count = self.count_bad_videos(bad, "val")
         return {"top1_err": float(totals[0] / totals[2]), "top5_err": float(totals[1] / totals[2]),
-                "num_clips": int(totals[2])}
+                "num_clips": int(totals[2]), "bad_videos": bad_count}
 
     @torch.no_grad()
     def test(self, model: nn.Module) -> dict[str, Any]:
