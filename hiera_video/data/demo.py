@@ -39,6 +39,9 @@ PATTERNS = ("texture", "plaid")
 SPEED_RANGE = (0.5, 1.0)  # pixels per frame
 PLAID_ANGLES = (0.0, np.pi / 3, 2 * np.pi / 3)  # grating orientations, radians
 TEXTURE_SMOOTHING = 2.0  # Gaussian blur sigma in pixels: features large enough to track, small enough to see
+# Settings added after the first release, with the values a manifest that lacks them was made with: a manifest
+# records them only when they differ, so folders written before they existed still match their parameters.
+OPTIONAL_DEFAULTS = {"distractor": 0.0, "pattern": "texture", "noise": 0.0}
 
 
 def _texture_spectrum(rng: np.random.Generator, period: int) -> np.ndarray:
@@ -105,9 +108,8 @@ def _moving_texture(rng: np.random.Generator, direction: tuple[int, int], num_fr
 
 def _parameters(num_classes, train_per_class, val_per_class, test_per_class, num_frames, size, fps, seed,
                 distractor, pattern, noise) -> dict:
-    # Recorded only when set, so folders written before these options existed still match their parameters.
-    optional = {"distractor": distractor, "pattern": "" if pattern == "texture" else pattern, "noise": noise}
-    return {key: value for key, value in optional.items() if value} | {
+    optional = {"distractor": distractor, "pattern": pattern, "noise": noise}
+    return {key: value for key, value in optional.items() if value != OPTIONAL_DEFAULTS[key]} | {
         "class_names": list(CLASS_NAMES[:num_classes]),
         "per_class": {"train": train_per_class, "val": val_per_class, "test": test_per_class},
         "num_frames": num_frames,
@@ -125,8 +127,7 @@ def _write_all(folder: str, params: dict) -> None:
             for i in range(params["per_class"][split]):
                 rng = np.random.default_rng((params["seed"], split_index, label, i))
                 frames = render_moving_texture(rng, DIRECTIONS[name], params["num_frames"], params["size"],
-                                               params.get("distractor", 0.0), params.get("pattern", "texture"),
-                                               params.get("noise", 0.0))
+                                               **optional_settings(params))
                 relative = f"{split}/{name}_{i:03d}.mp4"
                 write_video(os.path.join(folder, relative), frames, fps=params["fps"])
                 lines.append(f"{relative} {label}\n")
@@ -145,6 +146,11 @@ def read_manifest(root: str) -> dict | None:
             return json.load(f)
     except FileNotFoundError:
         return None
+
+
+def optional_settings(params: dict) -> dict:
+    """The optional settings (OPTIONAL_DEFAULTS' keys) of a demo dataset's parameters or manifest."""
+    return {key: params.get(key, default) for key, default in OPTIONAL_DEFAULTS.items()}
 
 
 def _describe(root: str, params: dict) -> dict:

@@ -32,7 +32,6 @@ from hiera_video.tasks.base import Task
 
 logger = logging.getLogger(__name__)
 
-STATE_KEY = EMA_STATE_KEY
 UPDATES_KEY = "model_ema_updates"
 PREFIX = "ema_"  # of the statistics and files of evaluations of the EMA weights
 
@@ -74,17 +73,17 @@ class ModelEma:
 
     def to_checkpoint(self) -> dict[str, Any]:
         """The checkpoint entries of the average."""
-        return {STATE_KEY: self.module.state_dict(), UPDATES_KEY: self.updates}
+        return {EMA_STATE_KEY: self.module.state_dict(), UPDATES_KEY: self.updates}
 
     def from_checkpoint(self, state: Mapping[str, Any], source: str) -> None:
         """Restores the average from checkpoint entries; a checkpoint without them (`source` names it) restarts the
         average, which the next update sets to the weights."""
-        if STATE_KEY not in state:
+        if EMA_STATE_KEY not in state:
             logger.warning("%s holds no EMA weights (%s): the EMA restarts from the current weights", source,
-                           STATE_KEY)
+                           EMA_STATE_KEY)
             self.updates = 0
             return
-        self.module.load_state_dict(state[STATE_KEY])
+        self.module.load_state_dict(state[EMA_STATE_KEY])
         self.updates = int(state[UPDATES_KEY])
 
 
@@ -116,11 +115,11 @@ def load_test_ema(cfg: CfgNode, task: Task, path: str, device: torch.device) -> 
     if not cfg.MODEL_EMA.ENABLE:
         return None
     state = load_state_file(path) if path else {}
-    if STATE_KEY not in state:
+    if EMA_STATE_KEY not in state:
         logger.warning("MODEL_EMA.ENABLE, but %s holds no EMA weights (%s): testing without them",
-                       path or "there is no checkpoint", STATE_KEY)
+                       path or "there is no checkpoint", EMA_STATE_KEY)
         return None
     model = task.build_model().to(device)
-    report = load_pretrained(model, state[STATE_KEY])
+    report = load_pretrained(model, state[EMA_STATE_KEY])
     logger.info("Testing the EMA weights of %s too: %s", path, report.summary())
     return model

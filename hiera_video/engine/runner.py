@@ -14,7 +14,7 @@ from fvcore.common.config import CfgNode
 from iopath.common.file_io import g_pathmgr
 
 from hiera_video.data.build import per_process_batch
-from hiera_video.data.demo import read_manifest, write_demo_dataset
+from hiera_video.data.demo import optional_settings, read_manifest, write_demo_dataset
 from hiera_video.data.video_io import set_decoder_log_level
 from hiera_video.engine import checkpoint as ckpt
 from hiera_video.engine import launch as launcher
@@ -70,9 +70,7 @@ def prepare_demo_data(cfg: CfgNode, ctx: du.DistContext) -> None:
     wanted = {"seed": cfg.DATA.DEMO_SEED, "num_classes": cfg.MODEL.NUM_CLASSES,
               "distractor": cfg.DATA.DEMO_DISTRACTOR, "pattern": cfg.DATA.DEMO_PATTERN, "noise": cfg.DATA.DEMO_NOISE}
     if manifest is not None and wanted == {"seed": manifest["seed"], "num_classes": len(manifest["class_names"]),
-                                           "distractor": manifest.get("distractor", 0.0),
-                                           "pattern": manifest.get("pattern", "texture"),
-                                           "noise": manifest.get("noise", 0.0)}:
+                                           **optional_settings(manifest)}:
         return
     if ctx.is_main:
         logger.info("Writing the demo dataset (DATA.DEMO_SEED %d, %d directions, DATA.DEMO_PATTERN %s, "
